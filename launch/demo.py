@@ -22,10 +22,10 @@ from pydicom.data import get_testdata_file
 
 from usfmae.data.synthetic import write_corpus, write_labeled
 from usfmae.io import ReaderConfig, iter_frames
+from usfmae.ray_local import auth_env, private_head
 
 REPO = Path(__file__).resolve().parents[1]
 DICOMS = ["examples_palette.dcm", "examples_rgb_color.dcm", "examples_jpeg2k.dcm", "examples_ybr_color.dcm"]
-RAY_PORT, DASHBOARD_PORT = 6390, 8275
 
 
 def run(cmd: list[str], **kw) -> None:
@@ -46,18 +46,6 @@ def make_corpus(corpus: Path, n_images: int) -> int:
     return n
 
 
-def start_ray(env: dict) -> None:
-    ray = [str(Path(sys.executable).with_name("ray"))]
-    run(ray + ["start", "--head", "--node-ip-address=127.0.0.1", f"--port={RAY_PORT}",
-               "--dashboard-host=127.0.0.1", f"--dashboard-port={DASHBOARD_PORT}", "--num-cpus=2",
-               "--disable-usage-stats"], env=env, stdout=subprocess.DEVNULL)
-
-
-def stop_ray(env: dict) -> None:
-    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], env=env,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def first_last_loss(metrics: Path) -> tuple[float, float]:
     losses = [r["loss"] for r in map(json.loads, metrics.read_text().splitlines()) if "loss" in r]
     return losses[0], losses[-1]
@@ -70,8 +58,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
     shutil.rmtree(out, ignore_errors=True)
-    # Ray 2.5x+ clusters use token auth; the job client must be told to send ~/.ray/auth_token.
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1"}
+    # Ray 2.5x clusters use token auth: the head, its workers and the job client share one token.
+    env = auth_env({**os.environ, "PYTHONUNBUFFERED": "1"})
     py = sys.executable
     t0 = time.time()
 
@@ -81,14 +69,12 @@ def main(argv=None) -> int:
     print(f"{n} pretraining images in {out / 'corpus'}", flush=True)
 
     print("== 2/4 shards: Ray job on a local cluster", flush=True)
-    stop_ray(env)
-    start_ray(env)
-    try:
-        run([str(Path(py).with_name("ray")), "job", "submit", f"--address=http://127.0.0.1:{DASHBOARD_PORT}",
+    # A private head on free loopback ports, stopped by pid: other Ray clusters on the machine are left alone.
+    with private_head(out / "ray", num_cpus=2, env=env) as head:
+        print(f"local Ray head: {head.gcs}, jobs at {head.jobs}", flush=True)
+        run([str(Path(py).with_name("ray")), "job", "submit", f"--address={head.jobs}",
              "--", py, str(REPO / "preprocessing/build_shards.py"), "--input", str(out / "corpus"),
              "--output", str(out / "shards"), "--shard-size", "100", "--dataset", "demo"], env=env)
-    finally:
-        stop_ray(env)
 
     print("== 3/4 pretraining: deepspeed, 2 ranks", flush=True)
     run([str(Path(py).with_name("deepspeed")), "--num_gpus", "2", str(REPO / "launch/pretrain.py"),

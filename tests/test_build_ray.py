@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -23,7 +22,7 @@ from usfmae.shards.config import BuildConfig, S3Config
 from usfmae.shards.corpus import write_images, write_mixed_corpus
 from usfmae.shards.sink import S3Sink, open_sink
 
-from conftest import BIN, REPO, free_port, run
+from conftest import BIN, REPO, free_port, private_head, run
 
 BUILD = REPO / "preprocessing/build_shards.py"
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -33,46 +32,20 @@ sys.path.insert(0, str(REPO / "preprocessing"))
 import build_shards  # noqa: E402  (the entry point, run in-process against the module's Ray)
 
 
-@dataclass(frozen=True)
-class Cluster:
-    gcs: str  # host:port for ray.init / --ray-address
-    jobs: str  # http://host:port for `ray job submit`
-
-
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
-    """A private Ray head (2 CPUs) for this module, joined in-process.
-
-    Every port is free-picked (the agent's default 52365 and client server's 10001 would clash with
-    any other cluster on the machine, e.g. the session's `ray_cluster`), and it is stopped by its own
-    pid: SIGTERM to `ray start --block` ends exactly the processes it started. Fake AWS credentials and
-    the salt are in its environment so its workers and job drivers see them.
-    """
+    """A private Ray head (2 CPUs) for this module, joined in-process; fake AWS credentials and the salt are
+    in its environment so its workers and job drivers see them."""
     saved = {k: os.environ.get(k) for k in [*FAKE_AWS, "USFMAE_SOURCE_SALT"]}
     os.environ.update(FAKE_AWS, USFMAE_SOURCE_SALT=SALT)
-    gcs, jobs = free_port(), free_port()
-    log = tmp_path_factory.mktemp("ray") / "head.log"
-    cmd = [BIN / "ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-           "--dashboard-host=127.0.0.1", f"--dashboard-port={jobs}", f"--dashboard-agent-listen-port={free_port()}",
-           f"--ray-client-server-port={free_port()}", "--num-cpus=2", "--disable-usage-stats",
-           f"--temp-dir={log.parent}"]
-    head = subprocess.Popen([str(c) for c in cmd], stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
-        while "block forever" not in log.read_text():
-            assert head.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
-        ray.init(address=f"127.0.0.1:{gcs}", _node_ip_address="127.0.0.1", log_to_driver=False)
-        yield Cluster(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{jobs}")
+        with private_head(tmp_path_factory.mktemp("ray")) as head:
+            ray.init(address=head.gcs, _node_ip_address="127.0.0.1", log_to_driver=False)
+            try:
+                yield head
+            finally:
+                ray.shutdown()
     finally:
-        ray.shutdown()
-        head.send_signal(signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)  # this head's own process group
-            head.wait()
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
