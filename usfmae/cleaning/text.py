@@ -196,6 +196,7 @@ def read_candidates(
         psm=cfg.psm,
         timeout_s=cfg.timeout_s,
         single_thread=cfg.single_thread,
+        engine=cfg.engine,
     )
     for word in words:
         placement = locate(word, placements) if is_real_word(word, cfg) else None
