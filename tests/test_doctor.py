@@ -1,6 +1,7 @@
 """`usfmae doctor`: every row present, failures come with a fix, exit code 1 on FAIL."""
 
 import os
+import sys
 import stat
 
 import boto3
@@ -12,7 +13,7 @@ from usfmae.netguard import OFFLINE_ENV, RAY_BOOTSTRAP_FILE
 
 from conftest import BIN, free_port
 
-ROWS = ["tesseract", "torch", "cuda", "nccl", "deepspeed", "deepspeed ops", "ray", "offline", "s3", "disk",
+ROWS = ["tesseract", "tesseract-api", "torch", "cuda", "nccl", "deepspeed", "deepspeed ops", "ray", "offline", "s3", "disk",
         "/dev/shm"]
 
 
@@ -61,6 +62,14 @@ def test_tesseract_version_and_language_data(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(fake_tesseract(tmp_path / "good", "tesseract v5.4.1.20240606")))
     check = doctor.check_tesseract()
     assert check.status == "OK" and "5.4.1" in check.detail
+
+
+def test_in_process_ocr_engine_is_checked(monkeypatch):
+    check = doctor.check_tesseract_api()
+    assert check.status == "OK" and "tesserocr" in check.detail and "tessdata" in check.detail
+    monkeypatch.setitem(sys.modules, "tesserocr", None)
+    check = doctor.check_tesseract_api()
+    assert check.status == "WARN" and "falls back" in check.detail and "pip install tesserocr" in check.fix
 
 
 def test_disk_thresholds_and_a_folder_not_created_yet(tmp_path):

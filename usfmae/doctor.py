@@ -56,6 +56,22 @@ def check_tesseract() -> Check:
     return Check("tesseract", OK, f"{exe} {version} (eng)")
 
 
+def check_tesseract_api() -> Check:
+    """The in-process OCR engine (tesserocr) cleaning uses by default: without it every call starts the binary."""
+    from usfmae.cleaning import ocr
+
+    ocr._api_problem.cache_clear()
+    ocr.tessdata_dir.cache_clear()
+    problem = ocr._api_problem("tesseract", "eng")
+    if problem is None:
+        import tesserocr
+
+        return Check("tesseract-api", OK, f"tesserocr {tesserocr.__version__} ({tesserocr.tesseract_version().split()[1]}, "
+                     f"data in {ocr.tessdata_dir()})")
+    return Check("tesseract-api", WARN, f"{problem}: OCR falls back to one tesseract process per call (slower)",
+                 "pip install tesserocr (Linux x86_64 wheels bundle libtesseract) with the binary's language data")
+
+
 def check_torch() -> Check:
     try:
         import torch
@@ -265,7 +281,8 @@ def check_shm(path: Path = Path("/dev/shm"), warn_gib: float = 2.0) -> Check:
 
 def run_checks(output: Path = Path("."), s3_url: str | None = None, endpoint_url: str | None = None) -> list[Check]:
     """Every check, in table order; a check that crashes is reported as FAIL with its error."""
-    checks = [("tesseract", check_tesseract), ("torch", check_torch), ("cuda", check_cuda), ("nccl", check_nccl),
+    checks = [("tesseract", check_tesseract), ("tesseract-api", check_tesseract_api), ("torch", check_torch),
+              ("cuda", check_cuda), ("nccl", check_nccl),
               ("deepspeed", check_deepspeed), ("deepspeed ops", check_deepspeed_ops), ("ray", check_ray),
               ("offline", check_offline), ("s3", lambda: check_s3(s3_url, endpoint_url)),
               ("disk", lambda: check_disk(output)), ("/dev/shm", check_shm)]
