@@ -126,6 +126,14 @@ def test_lesion_scale_sets_the_radius():
             assert abs((s.lesion_mask > 0).sum() / (np.pi * s.lesion_radius**2) - 1) < 0.15
 
 
+@pytest.mark.parametrize("size", [64, 96])
+def test_largest_lesions_fit_small_images(size):
+    for seed in range(40):  # some of these seeds used to draw a lesion too deep for the fan (ValueError)
+        s = generate_ultrasound(seed, size, lesion_scale=(0.12, 0.25), overlays=False)
+        lesion = s.lesion_mask > 0
+        assert lesion.any() and not (lesion & (s.sector_mask == 0)).any()
+
+
 def test_sector_angle_controls_the_fan_width():
     def aspect(angle: float) -> float:  # width over height of the fan's bounding box
         _, _, width, height = cv2.boundingRect(generate_ultrasound(0, sector_angle=angle, overlays=False).sector_mask)

@@ -148,9 +148,11 @@ def _place_lesion(
 ) -> tuple[float, float, float]:
     """Lesion centre (x, y) and nominal radius, chosen so the whole outline stays inside the fan."""
     radius = rng.uniform(*lesion_scale) * side
-    extent = 2.0 * radius + 3  # spicules reach at most ~1.9 radii out; 3 px margin
-    radius *= min(1.0, 0.45 * (fan.r_far - fan.r_near) / extent)
-    extent = 2.0 * radius + 3
+    # Spicules reach at most ~1.9 radii out, plus a 3 px margin: extent = 2 radius + 3. Keep 2 extents
+    # within 90% of the fan's depth range (small images, large lesions), and the radius at least 1.5 px.
+    depth = fan.r_far - fan.r_near
+    radius = max(1.5, min(radius, (0.45 * depth - 3) / 2))
+    extent = min(2.0 * radius + 3, 0.45 * depth)
     lo, hi = fan.r_near + extent, fan.r_far - extent
     mid_lo, mid_hi = lo + 0.1 * (hi - lo), hi - 0.3 * (hi - lo)  # prefer mid depths
     r = rng.uniform(mid_lo, mid_hi)
