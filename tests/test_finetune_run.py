@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from usfmae.checkpoint import save_safetensors
 from usfmae.data.synthetic import write_labeled
 from usfmae.finetune import FinetuneConfig, build_classifier, run_finetune, table2_from_runs
+from usfmae.finetune.encoder import build_vit_classifier
 from usfmae.model import create_model
 
 from conftest import BIN, REPO, run
@@ -94,6 +95,15 @@ def test_encoder_at_another_input_size_resamples_position_embeddings(export):
     assert size == 96 and model.pos_embed.shape == (1, 1 + 12 * 12, 96)
     assert "pos_embed [1, 65, 96]->[1, 145, 96]" in summary
     assert model(torch.randn(1, 3, 96, 96)).shape == (1, 2)
+
+
+def test_encoder_without_head_is_a_feature_extractor(export):
+    # num_classes=0, as in timm: no head (Identity), the pooled features come out
+    model, report = build_vit_classifier(str(export), 0)
+    assert isinstance(model.head, torch.nn.Identity) and model.num_classes == 0
+    assert "head.weight" not in model.state_dict() and "head.weight" not in report.missing
+    assert torch.equal(model.state_dict()["blocks.0.attn.qkv.weight"], load_file(export)["blocks.0.attn.qkv.weight"])
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 96)
 
 
 def test_launcher_from_export_folder_holdout(export, labeled, tmp_path, capsys):

@@ -27,6 +27,8 @@ def build_vit_classifier(checkpoint: str | None, num_classes: int, preset: str |
                          image_size: int | None = None) -> tuple[nn.Module, LoadReport | None]:
     """timm ViT with the MAE encoder's layout, encoder weights from `checkpoint` (any supported format).
 
+    num_classes=0 gives no head (as timm): the model returns pooled features [N, embed_dim].
+
     image_size: input side when it differs from the pretraining one; the checkpoint's position
     embeddings are then resampled to the new grid by load_into.
     """
@@ -40,8 +42,9 @@ def build_vit_classifier(checkpoint: str | None, num_classes: int, preset: str |
         # With global_pool='avg' timm's ViT has a fresh fc_norm and no final norm, as in MAE's
         # fine-tuning recipe: the encoder's norm.* is then reported as unexpected.
         report = load_into(vit, checkpoint, prefixes=ENCODER_PREFIXES, verbose=False)
-    nn.init.trunc_normal_(vit.head.weight, std=2e-5)
-    nn.init.zeros_(vit.head.bias)
+    if isinstance(vit.head, nn.Linear):  # num_classes=0: no head (nn.Identity), a feature extractor as in timm
+        nn.init.trunc_normal_(vit.head.weight, std=2e-5)
+        nn.init.zeros_(vit.head.bias)
     return vit, report
 
 
