@@ -1,4 +1,5 @@
-"""Fine-tune a pretrained USF-MAE encoder (or a baseline) for classification under the paper's protocol.
+"""Fine-tune a pretrained USF-MAE encoder (or a baseline) for classification under the paper's protocol,
+or for lesion segmentation (--task segmentation, usfmae.finetune.seg_main).
 
     # one process: a class-folder tree (stratified hold-out) or a path,label[,fold|split] CSV
     python launch/finetune.py --checkpoint runs/usfmae/model.safetensors --data data/busbra.csv \
@@ -12,6 +13,9 @@
     deepspeed --num_gpus 4 launch/finetune.py --checkpoint ... --data ... --output ...
     # Table 2 from finished runs
     python launch/finetune.py --table2 runs/ft_*/metrics.json --output runs/table2
+    # segmentation: images/ + masks/ folder pairs (or BUS-BRA's BUSBRA/), one process; Dice and IoU
+    python launch/finetune.py --task segmentation --checkpoint ... --data data/seg --output runs/seg \
+        [--config configs/finetune_seg_tiny.yaml] [--set epochs=50]   # --task segmentation --help: its options
 
 Writes (rank 0) metrics.json (pooled + per fold + mean/std, seeds), table2.md, confusion_matrix.png,
 predictions.csv, config.yaml, and per fold history.json / best_model.pt; prints the tables.
@@ -25,10 +29,23 @@ from pathlib import Path
 
 from usfmae.config import ConfigError, load_config, save_resolved
 from usfmae.finetune import DistEnv, FinetuneConfig, init_distributed, run_finetune, shutdown, table2_from_runs
+from usfmae.finetune import seg_main
+
+TASKS = ("classification", "segmentation")
+
+
+def split_task(argv: list[str]) -> tuple[str, list[str]]:
+    """(--task, the other arguments); classification when absent."""
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--task", choices=TASKS, default="classification")
+    known, rest = ap.parse_known_args(argv)
+    return known.task, rest
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=TASKS, default="classification",
+                    help="classification (default, these options) or segmentation (usfmae.finetune.seg_main's options)")
     ap.add_argument("--checkpoint", help="pretrained weights (replaces `checkpoint`)")
     ap.add_argument("--model", help="usfmae | vgg19 | resnet50 | vit_base_patch16_224 (replaces `model`)")
     ap.add_argument("--data", help="class-folder tree or path,label[,fold|split] CSV (replaces `data`)")
@@ -54,8 +71,21 @@ def collect_table2(files: list[str], output: str | None) -> int:
     return 0
 
 
+def segmentation(argv: list[str]) -> int:
+    """Segmentation fine-tuning runs in one process: refuse a multi-process launch rather than have
+    every rank train the same model and write the same files."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        print("error: --task segmentation runs in one process; start it with python, not torchrun/deepspeed",
+              file=sys.stderr)
+        return 2
+    return seg_main.main(argv)
+
+
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    task, rest = split_task(sys.argv[1:] if argv is None else list(argv))
+    if task == "segmentation":
+        return segmentation(rest)
+    args = parse_args(rest)
     if args.table2:
         return collect_table2(args.table2, args.output)
     sets = list(args.overrides)

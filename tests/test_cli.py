@@ -51,6 +51,14 @@ def test_finetune_runs_the_scripts_main(tmp_path, capsys):
     assert "no_such_key" in capsys.readouterr().err
 
 
+def test_finetune_passes_the_task_through(tmp_path, capsys):
+    # threshold is a segmentation setting: the classification config has no such key
+    assert cli.main(["finetune", "--task", "segmentation", "--set", "threshold=2", "--output", str(tmp_path)]) == 2
+    assert "threshold: Input should be less than 1" in capsys.readouterr().err
+    assert cli.main(["finetune", "--set", "threshold=0.5", "--output", str(tmp_path)]) == 2
+    assert "threshold: Extra inputs are not permitted" in capsys.readouterr().err
+
+
 def test_pretrain_help_explains_multi_rank_runs(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["pretrain", "--help"])

@@ -1,9 +1,10 @@
-"""End-to-end segmentation fine-tune on synthetic lesions: main([...]) -> metrics.json, history, mask PNGs."""
+"""End-to-end segmentation fine-tune on synthetic lesions, in process (seg_main.main) and through the
+launcher (`python launch/finetune.py --task segmentation`): metrics.json, history, mask PNGs."""
 
 import json
-from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from usfmae.checkpoint import save_safetensors
@@ -11,16 +12,25 @@ from usfmae.data.synthetic import write_segmentation
 from usfmae.finetune.seg_main import main
 from usfmae.model import create_model
 
-REPO_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "finetune_seg_tiny.yaml")
+from conftest import BIN, REPO, run
+
+REPO_CONFIG = str(REPO / "configs" / "finetune_seg_tiny.yaml")
 
 
-def test_segmentation_finetune_end_to_end(tmp_path):
+def launcher(argv: list[str]) -> int:
+    """The fine-tune launcher as a user runs it; fails the test with its output on a non-zero exit."""
+    run([BIN / "python", REPO / "launch/finetune.py", "--task", "segmentation", *argv], cwd=REPO)
+    return 0
+
+
+@pytest.mark.parametrize("entry", [main, launcher], ids=["seg_main", "launcher"])
+def test_segmentation_finetune_end_to_end(tmp_path, entry):
     # 72 px scans for a 64 px encoder: inputs are resized, predictions go back to 72 x 72.
     data = write_segmentation(tmp_path / "seg", n=12, seed=3, size=72)
     ckpt = save_safetensors(create_model("mae_vit_tiny_patch8").state_dict(), tmp_path / "tiny.safetensors",
                             {"format": "usfmae-mae", "preset": "mae_vit_tiny_patch8", "model_overrides": {}})
     out = tmp_path / "run"
-    code = main(["--checkpoint", str(ckpt), "--data", str(data), "--output", str(out), "--config", REPO_CONFIG,
+    code = entry(["--checkpoint", str(ckpt), "--data", str(data), "--output", str(out), "--config", REPO_CONFIG,
                  "--set", "epochs=2", "--set", "batch_size=8", "--set", "val_fraction=0.25"])
     assert code == 0
 

@@ -4,6 +4,7 @@
     usfmae pretrain --config configs/pretrain_tiny.yaml --shards shards/b    # launch/pretrain.py, one process
     usfmae pretrain --nproc 8 --config configs/pretrain_vitb16.yaml ...      # execs deepspeed --num_gpus 8
     usfmae finetune --checkpoint runs/usfmae/model.safetensors --data ...    # launch/finetune.py
+    usfmae finetune --task segmentation --checkpoint ... --data data/seg ... # lesion masks, Dice/IoU
     usfmae export --checkpoint runs/usfmae --format timm --out enc.safetensors
     usfmae inspect shards/b [--sheet contact.png]                           # samples per dataset and shard
     usfmae doctor [--s3 s3://bucket/prefix] [--output runs/]                 # environment checks
@@ -27,7 +28,7 @@ SCRIPTS = {"build-shards": "preprocessing/build_shards.py", "pretrain": "launch/
 SUMMARY = {
     "build-shards": "clean and shard a corpus on Ray (preprocessing/build_shards.py)",
     "pretrain": "MAE pretraining (launch/pretrain.py; --nproc N runs it under the deepspeed launcher)",
-    "finetune": "fine-tune and evaluate a pretrained encoder (launch/finetune.py)",
+    "finetune": "fine-tune and evaluate a pretrained encoder (launch/finetune.py; --task segmentation)",
     "export": "write weights readable without DeepSpeed (MAE or timm format)",
     "inspect": "samples per dataset and shard, and a contact sheet of random samples",
     "doctor": "check tesseract, torch/CUDA/NCCL, DeepSpeed ops, Ray, S3, disk and /dev/shm",
