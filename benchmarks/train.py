@@ -45,7 +45,7 @@ from common import cpu_seconds, machine_info, synthetic_shards  # noqa: E402
 
 from usfmae.config import PretrainConfig, load_config  # noqa: E402
 from usfmae.data.stream import PretrainStream, StreamPlan  # noqa: E402
-from usfmae.data.transforms import pretrain_transform  # noqa: E402
+from usfmae.data.transforms import normalize_batch, pretrain_transform  # noqa: E402
 from usfmae.model import create_model, get_masking  # noqa: E402
 from usfmae.train.optim import build_optimizer  # noqa: E402
 from usfmae.train.schedule import lr_at  # noqa: E402
@@ -202,7 +202,7 @@ def plain_e2e_steps(cfg: PretrainConfig):
     step_fn = PlainStep(model, build_optimizer(model, plan.peak_lr, o.weight_decay, o.betas, o.eps, o.impl),
                         cfg.deepspeed.gradient_clipping)
     splan = StreamPlan(plan.sources, plan.weights, cfg.deepspeed.micro_batch_size, plan.micro_batches_per_epoch,
-                       0, 1, cfg.seed)
+                       0, 1, cfg.seed, cfg.data.shuffle_buffer)
     transform = pretrain_transform(model.patch_embed.img_size[0], cfg.data.augment)
     masking, step, epoch = get_masking(cfg.masking.strategy), 0, 0
     while True:
@@ -210,7 +210,7 @@ def plain_e2e_steps(cfg: PretrainConfig):
             torch.manual_seed(_step_seed(cfg.seed, step, 0, 0))
             mask = masking(imgs.shape[0], model.num_patches, cfg.masking.ratio)
             lr = lr_at(step, plan.total_steps, plan.peak_lr, cfg.schedule.min_lr, plan.warmup_steps)
-            yield step_fn(imgs, mask, lr)
+            yield step_fn(normalize_batch(imgs), mask, lr)  # the stream gives uint8, as to the Trainer
             step += 1
         epoch += 1
 

@@ -10,8 +10,11 @@ import webdataset as wds
 from usfmae.data.synthetic import generate_ultrasound
 
 
-def make_shards(out: Path, sizes: list[int], size: int = 64, seed: int = 0, prefix: str = "shard") -> Path:
-    """Shards holding `sizes[i]` synthetic images each, plus manifest.json; returns `out`."""
+def make_shards(out: Path, sizes: list[int], size: int = 64, seed: int = 0, prefix: str = "shard",
+                gray: bool = False) -> Path:
+    """Shards holding `sizes[i]` synthetic images each, plus manifest.json; returns `out`.
+
+    RGB PNGs (the first shard format); gray=True stores them as 1-channel PNGs, as the builder now does."""
     out.mkdir(parents=True, exist_ok=True)
     entries, n = [], 0
     for i, count in enumerate(sizes):
@@ -19,7 +22,7 @@ def make_shards(out: Path, sizes: list[int], size: int = 64, seed: int = 0, pref
         with wds.TarWriter(str(out / name)) as sink:
             for _ in range(count):
                 img = generate_ultrasound(seed * 100_000 + n, size, overlays=False).image
-                ok, png = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+                ok, png = cv2.imencode(".png", img[..., 0] if gray else cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
                 sink.write({"__key__": f"{prefix}{i:03d}_{n:06d}", "png": png.tobytes(),
                             "json": json.dumps({"dataset": "test"}).encode()})
                 n += 1

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 
@@ -29,13 +29,27 @@ class DataConfig(Section):
     weights: list[float] | None = Field(None, description=(
         "Sampling weight per entry of `shards` (e.g. [0.7, 0.3] for 70% new institutional data, 30% replay). "
         "None = proportional to their sizes."))
-    shuffle_buffer: int = Field(1000, ge=0, description="Samples held in the in-memory shuffle buffer per worker.")
+    shuffle_buffer: int = Field(1000, ge=0, description=(
+        "Sample shuffle across shards, per loader worker: the worker's shards (already in a per-epoch seeded "
+        "order) are grouped into windows of consecutive shards holding at least this many samples (manifest "
+        "counts), and each window's samples are held in memory and yielded in a seeded permutation. 0, or shards "
+        "of at least this size, = shuffle within each shard. Windows are cut from the manifest, so resume stays "
+        "exact: finished windows are skipped unopened, a partly consumed one is re-read and its remaining "
+        "samples follow in the same order. Memory: about one window of encoded images per worker and source."))
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes per rank.")
     epoch_samples: int | None = Field(None, gt=0, description=(
         "Samples per epoch. None = the total in the shard manifests (the build's manifest.json)."))
-    augment: bool = Field(True, description="Apply the paper's augmentations (rotation, flips, resized crop).")
+    augment: Literal["fused", "torchvision", "none"] = Field("fused", description=(
+        "The paper's augmentations (rotation 0-90, flips, RandomResizedCrop scale (0.5, 2.0)). fused: "
+        "torchvision's parameter draws applied as one OpenCV affine warp (fast); torchvision: its v2 transforms; "
+        "none: resize only. Booleans from older configs read as true = fused, false = none."))
     s3_endpoint_url: str | None = Field(None, description=(
         "Custom S3 endpoint (MinIO, Ceph, moto). None = AWS with the standard boto3 credential chain."))
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_bool(cls, v: Any) -> Any:
+        return {True: "fused", False: "none"}.get(v, v) if isinstance(v, bool) else v
 
 
 class ModelConfig(Section):

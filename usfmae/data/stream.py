@@ -1,14 +1,19 @@
 """Deterministic, resumable shard streaming for pretraining.
 
 Each epoch the shards of every source are permuted from (seed, epoch), dealt to ranks, then to
-DataLoader workers. A worker reads one shard at a time, shuffles its samples from a seeded
-permutation, and cycles through its shards again (new permutation) if the epoch needs more samples
-than it holds, so every rank yields exactly the same number of batches whatever the shard sizes.
+DataLoader workers. A worker groups its shards, in order, into shuffle windows of consecutive shards
+holding at least `shuffle_buffer` samples (one shard per window when shards are at least that large),
+reads one window at a time, shuffles its samples from a seeded permutation, and cycles through its
+shards again (new permutations) if the epoch needs more samples than it holds, so every rank yields
+exactly the same number of batches whatever the shard sizes.
 
-Because every choice is a function of (seed, epoch, rank, worker, position), the stream position is
-fully described by the number of batches consumed: a resumed run skips whole shards from their
-manifest counts without opening them and continues with exactly the samples an uninterrupted run
-would have seen.
+Because every choice is a function of (seed, epoch, rank, worker, position) and windows are cut from
+the manifest counts, the stream position is fully described by the number of batches consumed: a
+resumed run skips whole windows without opening their shards and continues with exactly the samples
+an uninterrupted run would have seen.
+
+Batches are uint8 [B, C, S, S]: C = 1 when every image of the batch is stored gray, else 3 (gray
+images replicated). Normalisation is the consumer's job (transforms.normalize_batch, on the device).
 """
 
 import io
@@ -17,9 +22,9 @@ import tarfile
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
+import cv2
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
@@ -37,6 +42,7 @@ class StreamPlan:
     rank: int
     world_size: int
     seed: int
+    shuffle_buffer: int = 0  # samples: shards are shuffled together in windows holding at least this many
 
 
 def _rng(*parts: int) -> np.random.Generator:
@@ -65,12 +71,36 @@ def read_shard(url: str, endpoint_url: str | None = None) -> list[dict]:
         raise RuntimeError(f"cannot read shard {url}: {e}") from e
 
 
-class SourceStream:
-    """Infinite sample stream of one source for one (rank, worker), positioned by samples consumed."""
+def shuffle_windows(shards: Sequence[Shard], buffer: int) -> list[list[int]]:
+    """Indices of consecutive shards grouped into windows of at least `buffer` samples (manifest counts).
 
-    def __init__(self, shards: list[Shard], seed: int, epoch: int, source: int, endpoint_url: str | None):
+    Every window but the last reaches `buffer`; each holds at least one shard. Cut from the counts only,
+    so a resumed stream finds the same windows without opening a shard.
+    """
+    windows, current, held = [], [], 0
+    for i, shard in enumerate(shards):
+        current.append(i)
+        held += shard.samples
+        if held >= buffer:
+            windows.append(current)
+            current, held = [], 0
+    if current:
+        windows.append(current)
+    return windows
+
+
+class SourceStream:
+    """Infinite sample stream of one source for one (rank, worker), positioned by samples consumed.
+
+    The samples of one shuffle window (shuffle_windows) are held in memory and yielded in a permutation
+    drawn from (seed, epoch, source, cycle, window).
+    """
+
+    def __init__(self, shards: list[Shard], seed: int, epoch: int, source: int, endpoint_url: str | None,
+                 shuffle_buffer: int = 0):
         self.shards, self.seed, self.epoch, self.source = shards, seed, epoch, source
         self.endpoint_url = endpoint_url
+        self.windows = shuffle_windows(shards, shuffle_buffer)
         self.shards_opened: list[str] = []
 
     def samples(self, skip: int = 0) -> Iterator[dict]:
@@ -79,29 +109,54 @@ class SourceStream:
             raise RuntimeError(f"shards of source {self.source} hold no samples: "
                                + ", ".join(s.url for s in self.shards[:3]))
         for cycle in range(1_000_000):
-            for i, shard in enumerate(self.shards):
-                if skip >= shard.samples:  # resume: skip whole shards from manifest counts, unopened
-                    skip -= shard.samples
+            for w, window in enumerate(self.windows):
+                size = sum(self.shards[i].samples for i in window)
+                if skip >= size:  # resume: skip whole windows from manifest counts, unopened
+                    skip -= size
                     continue
-                samples = read_shard(shard.url, self.endpoint_url)
-                self.shards_opened.append(shard.url)
-                perm = _rng(self.seed, self.epoch, self.source, cycle, i).permutation(len(samples))
+                samples = []
+                for i in window:
+                    samples += read_shard(self.shards[i].url, self.endpoint_url)
+                    self.shards_opened.append(self.shards[i].url)
+                perm = _rng(self.seed, self.epoch, self.source, cycle, w).permutation(len(samples))
                 for j in perm[skip:]:
                     yield samples[j]
                 skip = 0
+                del samples  # free the window before the next one is read
 
 
-def decode_image(sample: dict) -> torch.Tensor:
-    """PNG/JPEG bytes -> uint8 [3, H, W] (gray replicated to 3 channels)."""
+def decode_image(sample: dict) -> np.ndarray:
+    """PNG/JPEG bytes -> uint8 [H, W] (stored gray) or [H, W, 3] RGB, with OpenCV."""
     for ext in ("png", "jpg", "jpeg"):
         if ext in sample:
-            img = Image.open(io.BytesIO(sample[ext])).convert("RGB")
-            return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+            buf = np.frombuffer(sample[ext], np.uint8)
+            img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)  # gray stays 1 channel
+            if img is not None and (img.dtype != np.uint8 or img.ndim == 3 and img.shape[2] != 3):
+                img = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR)  # 16-bit or alpha: 8-bit gray or BGR
+            if img is None:
+                raise RuntimeError(f"sample {sample.get('__key__')} in {sample.get('__url__')}: "
+                                   f"undecodable {ext}")
+            return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     raise RuntimeError(f"sample {sample.get('__key__')} in {sample.get('__url__')} has no image")
 
 
+def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
+    """uint8 [C, S, S] images -> [B, C, S, S]; gray ones are replicated when the batch also holds colour."""
+    if len({x.shape[0] for x in images}) > 1:
+        images = [x.expand(3, -1, -1) for x in images]
+    return torch.stack(images)
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader worker_init_fn: one OpenCV thread per worker (the workers are the parallelism)."""
+    cv2.setNumThreads(1)
+
+
 class PretrainStream(IterableDataset):
-    """Yields (images [B, 3, S, S], info dict) batches; exactly plan.batches_per_epoch per rank and epoch."""
+    """Yields (uint8 images [B, C, S, S], info dict) batches; exactly plan.batches_per_epoch per rank and epoch.
+
+    `transform` maps a decoded uint8 array to a uint8 [C, S, S] tensor (transforms.pretrain_transform).
+    """
 
     def __init__(self, plan: StreamPlan, transform: Callable, epoch: int = 0, start_batch: int = 0,
                  endpoint_url: str | None = None):
@@ -130,7 +185,8 @@ class PretrainStream(IterableDataset):
         choices = self._source_choices(worker, mine * p.batch_size)
         skips = np.bincount(choices[:done * p.batch_size], minlength=len(p.sources))
         streams = [SourceStream(worker_shards(s, p.seed, self.epoch, k, p.rank, p.world_size, worker,
-                                              num_workers), p.seed, self.epoch, k, self.endpoint_url)
+                                              num_workers), p.seed, self.epoch, k, self.endpoint_url,
+                                p.shuffle_buffer)
                    for k, s in enumerate(p.sources)]
         iters = [st.samples(skip=int(skips[k])) for k, st in enumerate(streams)]
         for b in range(done, mine):
@@ -144,7 +200,7 @@ class PretrainStream(IterableDataset):
                 images.append(self.transform(decode_image(sample)))
                 keys.append(sample["__key__"])
             new_shards = [u for st, n in zip(streams, opened_before) for u in st.shards_opened[n:]]
-            yield torch.stack(images), {"keys": keys, "worker": worker, "batch": b, "new_shards": new_shards}
+            yield stack_images(images), {"keys": keys, "worker": worker, "batch": b, "new_shards": new_shards}
 
 
 def batches_per_epoch(epoch_samples: int, batch_size: int, world_size: int) -> int:

@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader
 from ..checkpoint import load_into, load_deepspeed, save_safetensors
 from ..config import PretrainConfig, save_resolved
 from ..data.sources import Shard, resolve
-from ..data.stream import PretrainStream, StreamPlan, batches_per_epoch
-from ..data.transforms import pretrain_transform
+from ..data.stream import PretrainStream, StreamPlan, batches_per_epoch, worker_init
+from ..data.transforms import normalize_batch, pretrain_transform
 from ..model import create_model
 from ..model.masking import get_masking
 from .ds_config import build_ds_config, pick_device, resolve_precision
@@ -160,14 +160,14 @@ class Trainer:
         cfg, p = self.cfg, self.plan
         transform = pretrain_transform(self._image_size(), cfg.data.augment)
         splan = StreamPlan(p.sources, p.weights, cfg.deepspeed.micro_batch_size, p.micro_batches_per_epoch,
-                           self.rank, self.world, cfg.seed)
+                           self.rank, self.world, cfg.seed, cfg.data.shuffle_buffer)
         epoch, start = self.epoch, self.batch_in_epoch
         while True:
             stream = PretrainStream(splan, transform, epoch=epoch, start_batch=start,
                                     endpoint_url=cfg.data.s3_endpoint_url)
             workers = min(cfg.data.num_workers, p.micro_batches_per_epoch)
-            loader = DataLoader(stream, batch_size=None, num_workers=workers,
-                                prefetch_factor=2 if workers else None)
+            loader = DataLoader(stream, batch_size=None, num_workers=workers, worker_init_fn=worker_init,
+                                prefetch_factor=2 if workers else None, pin_memory=self.device_type == "cuda")
             for i, (imgs, info) in enumerate(loader, start=start):
                 yield epoch, i, imgs, info
             epoch, start = epoch + 1, 0
@@ -196,10 +196,9 @@ class Trainer:
         bad_in_row, micro, losses = 0, 0, []
         t0, imgs_since = time.time(), 0
         while self.step < p.total_steps:
-            epoch, idx, imgs, info = next(data)
-            imgs = imgs.to(self.device, non_blocking=True)
-            if self.precision == "bf16":
-                imgs = imgs.to(torch.bfloat16)
+            epoch, idx, imgs, info = next(data)  # uint8 [B, C, S, S]
+            imgs = normalize_batch(imgs.to(self.device, non_blocking=True),
+                                   torch.bfloat16 if self.precision == "bf16" else torch.float32)  # [B, 3, S, S]
             if self.data_log is not None:
                 self._log_data(epoch, idx, info)
             torch.manual_seed(_step_seed(cfg.seed, self.step, micro, self.rank))
