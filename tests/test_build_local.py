@@ -42,8 +42,9 @@ def shard_bytes(out: Path) -> dict[str, bytes]:
 
 
 def decode_png(data: bytes) -> np.ndarray:
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    """Stored PNG -> [H, W, 3] RGB (gray samples are stored as 1 channel: replicated)."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB if img.ndim == 2 else cv2.COLOR_BGR2RGB)
 
 
 def string_values(obj) -> list[str]:
@@ -178,10 +179,14 @@ def test_samples_are_clean_224px_pngs_keyed_by_content(built):
     root, _ = built
     samples = read_samples(root / "out")
     assert len(samples) == 18
-    kinds = {}
+    kinds, channels = {}, []
     for s in samples:
         image = decode_png(s["png"])  # [224, 224, 3] uint8 RGB
         assert image.shape == (224, 224, 3) and s["__key__"] == content_key(image)
+        stored = cv2.imdecode(np.frombuffer(s["png"], np.uint8), cv2.IMREAD_UNCHANGED)
+        gray = np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2])
+        assert stored.ndim == (2 if gray else 3)  # gray scans are stored as 1-channel PNGs, colour as RGB
+        channels.append(stored.ndim)
         meta = json.loads(s["json"])
         assert set(meta) == {"dataset", "anatomy", "source_kind", "index", "original_size", "source", "cleaning"}
         assert meta["dataset"] == "mix" and meta["anatomy"] == "unspecified" and len(meta["source"]) == 32
@@ -189,6 +194,7 @@ def test_samples_are_clean_224px_pngs_keyed_by_content(built):
         kinds.setdefault(meta["source_kind"], []).append(meta["index"])
     assert sorted(kinds["volume"]) == [0, 1, 2, 3] and sorted(kinds["video"]) == [0, 20]
     assert sorted(kinds["dicom"]) == [0, 0, 0, 0, 20]  # 3 stills + cine frames 0 and 20 (10 repeats 0)
+    assert 2 in channels  # the corpus has gray scans
 
 
 def test_no_dicom_tag_value_or_path_in_shards(built):

@@ -1,7 +1,9 @@
 """What a shard sample is and how a cleaned frame becomes one (the streaming itself is in assemble.py).
 
 Every sample is a lossless PNG plus JSON metadata with nothing identifying in it:
-    key       content hash of the stored pixels (so a sample's name says nothing about its origin)
+    png       the cleaned frame at the training size: 1-channel when R == G == B everywhere (most scans:
+              the same pixels once replicated, ~2.4x smaller and twice as fast to decode), else RGB
+    key       content hash of the [S, S, 3] pixels (so a sample's name says nothing about its origin)
     json      dataset, anatomy, source_kind, index (frame/slice), original_size [H, W],
               source (salted hash of the relative path: groups frames of one file, reveals nothing),
               cleaning (mode, mask_fraction, ocr_words, ocr_calls, steps)
@@ -23,7 +25,7 @@ from usfmae.io import Frame, ReaderConfig, content_key, hamming, perceptual_hash
 from .config import DedupConfig
 from .plan import InputRef
 
-SAMPLES_FORMAT = "usfmae-samples/1"  # bump when the bytes written for the same input change
+SAMPLES_FORMAT = "usfmae-samples/2"  # bump when the bytes written for the same input change (2: gray PNGs)
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class FrameSettings:
 
 @dataclass(frozen=True)
 class Sample:
-    key: str  # content_key of the stored [S, S, 3] pixels
+    key: str  # content_key of the [S, S, 3] pixels (also when stored as 1-channel gray)
     png: bytes
     meta: bytes  # JSON, sorted keys
     source_key: str  # content_key of the frame as read (before cleaning), for leak checks; not stored in shards
@@ -80,9 +82,14 @@ class NearDuplicates:
         return False
 
 
+def is_gray(rgb: np.ndarray) -> bool:
+    """True when the three channels of a [H, W, 3] image are identical."""
+    return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]))
+
+
 def encode_png(rgb: np.ndarray) -> bytes:
-    """[H, W, 3] uint8 RGB -> PNG bytes (lossless, deterministic)."""
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    """[H, W, 3] uint8 RGB -> PNG bytes (lossless, deterministic): 1-channel when the image is gray."""
+    ok, buf = cv2.imencode(".png", rgb[..., 0] if is_gray(rgb) else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError("PNG encoding failed")
     return buf.tobytes()
