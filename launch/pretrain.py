@@ -51,10 +51,13 @@ def main(argv=None) -> int:
         return 2
     _, backend, _ = pick_device()
     deepspeed.init_distributed(dist_backend=backend)
-    trainer = Trainer(cfg, dist.get_rank(), dist.get_world_size(), args.local_rank)
     try:
+        trainer = Trainer(cfg, dist.get_rank(), dist.get_world_size(), args.local_rank)
         trainer.build()
         trainer.train()
+    except ConfigError as e:  # a setting that only start-up can check (e.g. a missing folder)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except TrainingStopped as e:
         print(f"error: {e}", file=sys.stderr)
         return 3

@@ -150,6 +150,19 @@ class LoggingConfig(Section):
     data_log: bool = Field(False, description=(
         "Audit trail: every rank writes data/rank{R}.jsonl with the sample keys and newly opened shards of each "
         "micro-batch (large on long runs; for debugging data order and resume)."))
+    knn_every: int = Field(0, ge=0, description=(
+        "Every N optimizer steps (and at the end), rank 0 measures frozen-encoder feature quality on "
+        "`knn_data` (usfmae.finetune.probe.monitor_knn: 5-fold k-NN and linear probe) and logs knn/* values; "
+        "the other ranks wait at a barrier, so keep the set small (a few hundred images). 0 = off."))
+    knn_data: str | None = Field(None, description=(
+        "Class-folder tree (root/<class>/<images>) for the k-NN monitor; required when knn_every > 0."))
+
+    @model_validator(mode="after")
+    def _check(self) -> "LoggingConfig":
+        if self.knn_every > 0 and not self.knn_data:
+            raise ValueError(f"logging.knn_every={self.knn_every} needs logging.knn_data (a class-folder tree); "
+                             "set it or use logging.knn_every=0")
+        return self
 
 
 class PretrainConfig(Section):

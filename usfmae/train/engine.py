@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from ..checkpoint import load_into, load_deepspeed, save_safetensors
-from ..config import PretrainConfig, save_resolved
+from ..config import ConfigError, PretrainConfig, save_resolved
 from ..data.sources import Shard, resolve
 from ..data.stream import PretrainStream, StreamPlan, batches_per_epoch, worker_init
 from ..data.transforms import normalize_batch, pretrain_transform
@@ -73,6 +73,16 @@ def make_plan(cfg: PretrainConfig, world_size: int) -> Plan:
                 int(round(cfg.schedule.warmup_fraction * total)), peak, global_batch)
 
 
+def _check_knn_data(path: str) -> None:
+    """Fail at start-up, naming the key and the path, if the k-NN monitor's folder is not usable."""
+    from ..finetune.datasets import FolderDataset
+
+    try:
+        FolderDataset(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"logging.knn_data: {e}") from None
+
+
 def _step_seed(seed: int, step: int, micro: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 7919 + micro * 104_729 + rank * 15_485_863) % (2**62)
 
@@ -93,6 +103,8 @@ class Trainer:
         if cfg.logging.data_log:
             self.data_log = self.run_dir / "data" / f"rank{rank}.jsonl"
             self.data_log.parent.mkdir(parents=True, exist_ok=True)
+        if cfg.logging.knn_every:
+            _check_knn_data(cfg.logging.knn_data)
 
     # -------------------------------------------------------------- set-up
     def print(self, *args) -> None:
@@ -245,10 +257,40 @@ class Trainer:
             if self.is_main and every and self.step % every == 0:
                 save_reconstruction_grid(self.raw_model, imgs, pred, mask,
                                          self.run_dir / "images" / f"step{self.step:08d}.png")
+            knn = cfg.logging.knn_every
+            if knn and (self.step % knn == 0 or self.step == p.total_steps):
+                self.monitor_features(epoch)
             if self.step % cfg.checkpoint.every_steps == 0 and self.step < p.total_steps:
                 self.save()
         self.save()
         return self.finish()
+
+    def monitor_features(self, epoch: int) -> None:
+        """Frozen-encoder k-NN / linear probe on logging.knn_data, on rank 0; the other ranks wait.
+
+        A failure is reported and logged, not raised: a monitor must not end a long run (and rank 0 must
+        still reach the barrier the other ranks wait at).
+        """
+        if self.is_main:
+            from ..finetune.probe import monitor_knn
+
+            module = self.engine.module
+            model = getattr(module, "_orig_mod", module)  # the MAE itself under torch.compile
+            was_training = model.training
+            model.eval()
+            try:
+                values = monitor_knn(model, self.cfg.logging.knn_data, device=self.device, seed=self.cfg.seed)
+            except Exception as e:  # noqa: BLE001 - reported below
+                self.print(f"step {self.step}: k-NN monitor failed: {type(e).__name__}: {e}")
+                self.logger.log({"event": "knn_failed", "step": self.step, "error": f"{type(e).__name__}: {e}"})
+            else:
+                self.logger.log({"step": self.step, "epoch": epoch, **{f"knn/{k}": v for k, v in values.items()}})
+                self.print(f"step {self.step} k-NN monitor: knn acc {values['knn_accuracy']:.3f} "
+                           f"f1 {values['knn_macro_f1']:.3f}, linear acc {values['linear_accuracy']:.3f} f1 "
+                           f"{values['linear_macro_f1']:.3f} ({values['images']} images, {values['seconds']:.1f} s)")
+            finally:
+                model.train(was_training)
+        dist.barrier()
 
     # -------------------------------------------------------------- checkpoints
     def save(self) -> str:

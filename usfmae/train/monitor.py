@@ -35,7 +35,8 @@ class MetricsLogger:
         if self.tb is not None and "step" in record:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k not in ("step", "time"):
-                    self.tb.add_scalar(f"pretrain/{k}", v, record["step"])
+                    # keys with their own group ("knn/knn_accuracy") keep it; the rest go under pretrain/
+                    self.tb.add_scalar(k if "/" in k else f"pretrain/{k}", v, record["step"])
 
     def close(self) -> None:
         if self.tb is not None:
