@@ -1,9 +1,10 @@
 """Helpers shared by the pretraining benchmarks: machine description, memory probes, benchmark shards.
 
 Benchmark shards use the format of preprocessing/build_shards.py (one tar member pair per sample:
-`KEY.png` with a 224x224 RGB image and `KEY.json` with its metadata, plus `manifest.json`), written
-here with webdataset's TarWriter so a benchmark does not need a Ray cluster. The PNG bytes of every
-sample are also kept as files, so a loader that reads a folder sees byte-identical images.
+`KEY.png` with a 224x224 image, 1-channel when gray as the builder stores it, and `KEY.json` with its
+metadata, plus `manifest.json`), written here with webdataset's TarWriter so a benchmark does not need
+a Ray cluster. Every image is also kept as an RGB PNG file, so a loader that reads a folder sees the
+same pixels.
 """
 
 import hashlib
@@ -23,6 +24,7 @@ from PIL import Image
 
 from usfmae.constants import DEFAULT_IMAGE_SIZE
 from usfmae.data.synthetic import write_corpus
+from usfmae.shards.samples import encode_png
 
 MANIFEST_FORMAT = "usfmae-shards/1"
 
@@ -78,24 +80,23 @@ def single_core() -> None:
 # ---------------------------------------------------------------- shards
 
 
-def gray_png(data: bytes, name: str) -> bytes:
-    """An RGB PNG whose three channels are equal, re-encoded as a 1-channel PNG (same pixels once
-    replicated). ValueError naming the image when it is not gray."""
+def stored_png(data: bytes, name: str, storage: str) -> bytes:
+    """The PNG bytes a shard holds for the image file `data`.
+
+    storage='builder': re-encoded as preprocessing/build_shards.py writes samples (usfmae.shards.samples.
+    encode_png: a 1-channel PNG when R == G == B, else RGB; the same pixels once replicated);
+    storage='rgb': the file's own RGB PNG bytes (the first shard format, which old builds hold)."""
+    if storage == "rgb":
+        return data
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError(f"{name}: not a decodable PNG")
-    if not (np.array_equal(bgr[..., 0], bgr[..., 1]) and np.array_equal(bgr[..., 0], bgr[..., 2])):
-        raise ValueError(f"{name}: channels differ, cannot be stored as gray")
-    ok, buf = cv2.imencode(".png", bgr[..., 0])
-    if not ok:
-        raise ValueError(f"{name}: PNG encoding failed")
-    return buf.tobytes()
+    return encode_png(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
-def pack_shards(pngs: list[Path], out_dir: Path, shard_size: int, gray: bool = False) -> Path:
+def pack_shards(pngs: list[Path], out_dir: Path, shard_size: int, storage: str = "builder") -> Path:
     """Write PNG files as shards `shard-NNNNNN.tar` + manifest.json; keys are content hashes. Returns out_dir.
-
-    gray=True stores each (gray-content) image as a 1-channel PNG instead of its RGB bytes."""
+    `storage`: see stored_png."""
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = []
     for start in range(0, len(pngs), shard_size):
@@ -107,35 +108,39 @@ def pack_shards(pngs: list[Path], out_dir: Path, shard_size: int, gray: bool = F
                 key = hashlib.sha256(data).hexdigest()[:32]
                 size = Image.open(png).size
                 meta = {"dataset": "synthetic", "source_kind": "image", "index": 0, "original_size": list(size)}
-                sink.write({"__key__": key, "png": gray_png(data, str(png)) if gray else data,
+                sink.write({"__key__": key, "png": stored_png(data, str(png), storage),
                             "json": json.dumps(meta).encode()})
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         entries.append({"name": name, "samples": len(pngs[start:start + shard_size]),
                         "bytes": path.stat().st_size, "sha256": digest})
-    manifest = {"format": MANIFEST_FORMAT, "image_size": DEFAULT_IMAGE_SIZE,
+    manifest = {"format": MANIFEST_FORMAT, "image_size": DEFAULT_IMAGE_SIZE, "storage": storage,
                 "total_samples": sum(e["samples"] for e in entries), "shards": entries}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return out_dir
 
 
-def synthetic_shards(work: Path, n: int, shard_size: int, seed: int = 0) -> tuple[Path, Path]:
-    """n synthetic 224x224 scans as (shard directory, ImageFolder root holding the same PNGs in one class
-    folder); reused when already there. Without overlays: shards hold cleaned scans (RGB, gray content)."""
-    root, shards_dir = work / "imagefolder", work / "shards"
+def synthetic_shards(work: Path, n: int, shard_size: int, seed: int = 0, storage: str = "builder") -> tuple[Path, Path]:
+    """n synthetic 224x224 scans as (shard directory, ImageFolder root holding the same images as RGB PNG files
+    in one class folder); reused when already there. Without overlays: shards hold cleaned scans (gray content,
+    stored as `storage` says: see stored_png)."""
+    root, shards_dir = work / "imagefolder", work / f"shards_{storage}"
     manifest = shards_dir / "manifest.json"
-    if manifest.is_file():
+    pngs = sorted((root / "ultrasound").glob("*.png"))
+    if manifest.is_file() and len(pngs) == n:
         old = json.loads(manifest.read_text())
         if old["total_samples"] == n and len(old["shards"]) == -(-n // shard_size):
             return shards_dir, root
-    for stale in (root, shards_dir):
-        shutil.rmtree(stale, ignore_errors=True)
-    pngs = write_corpus(root / "ultrasound", n, seed=seed, size=DEFAULT_IMAGE_SIZE, overlays=False)
-    return pack_shards(pngs, shards_dir, shard_size), root
+    if len(pngs) != n:
+        shutil.rmtree(root, ignore_errors=True)
+        pngs = write_corpus(root / "ultrasound", n, seed=seed, size=DEFAULT_IMAGE_SIZE, overlays=False)
+    shutil.rmtree(shards_dir, ignore_errors=True)
+    return pack_shards(pngs, shards_dir, shard_size, storage), root
 
 
 def unpack_shards(shards_dir: Path, root: Path) -> Path:
-    """Every `png` member of a shard build written out as `root/ultrasound/KEY.png` (byte-identical, one
-    ImageFolder class). Returns root."""
+    """Every `png` member of a shard build written out as `root/ultrasound/KEY.png` (one ImageFolder class):
+    byte-identical for RGB members, re-encoded as RGB for 1-channel (gray) ones, so the folder holds the
+    3-channel images a folder-based loader would read. Returns root."""
     out_dir = root / "ultrasound"
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((shards_dir / "manifest.json").read_text())
@@ -143,5 +148,9 @@ def unpack_shards(shards_dir: Path, root: Path) -> Path:
         for sample in wds.WebDataset(str(shards_dir / shard["name"]), shardshuffle=False):
             if "png" not in sample:
                 raise ValueError(f"sample {sample['__key__']} of {shard['name']} has no png member")
-            (out_dir / f"{sample['__key__']}.png").write_bytes(sample["png"])
+            data = sample["png"]
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            if img is not None and img.ndim == 2:
+                data = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_GRAY2BGR))[1].tobytes()
+            (out_dir / f"{sample['__key__']}.png").write_bytes(data)
     return root
