@@ -27,6 +27,18 @@ def test_released_and_imagenet_formats_load(tmp_path):
         assert torch.equal(dst.blocks[1].attn.qkv.weight, src.blocks[1].attn.qkv.weight)
 
 
+def test_state_dicts_of_wrapped_models_load(tmp_path):
+    """DDP / DeepSpeed ('module.') and torch.compile ('_orig_mod.') prefixes are taken off."""
+    src = tiny()
+    ddp_compiled = {f"module._orig_mod.{k}": v for k, v in src.state_dict().items()}
+    torch.save(ddp_compiled, tmp_path / "wrapped.pt")
+    save_safetensors({f"_orig_mod.{k}": v for k, v in src.state_dict().items()}, tmp_path / "compiled.safetensors")
+    for name in ("wrapped.pt", "compiled.safetensors"):
+        dst = create_model("mae_vit_tiny_patch8")
+        assert load_into(dst, tmp_path / name, strict=True, verbose=False).missing == []
+        assert torch.equal(dst.decoder_pred.weight, src.decoder_pred.weight)
+
+
 def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model": tiny().state_dict(), "args": object()}, path)

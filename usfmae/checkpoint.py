@@ -39,13 +39,26 @@ class CheckpointError(ValueError):
 
 
 # ---------------------------------------------------------------------------- reading
+# Wrappers that prefix parameter names: DDP/DeepSpeed ("module.") and torch.compile ("_orig_mod.").
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Parameter names without the prefixes DDP, DeepSpeed or torch.compile put in front of them."""
+    def plain(key: str) -> str:
+        while key.startswith(WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        return key
+    return {plain(k): v for k, v in state.items()}
+
+
 def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
     for key in ("model", "state_dict", "module"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return strip_wrappers(obj)
 
 
 def load_deepspeed(ckpt_dir: str | Path, tag: str | None = None) -> dict[str, torch.Tensor]:
@@ -56,7 +69,7 @@ def load_deepspeed(ckpt_dir: str | Path, tag: str | None = None) -> dict[str, to
     if tag is None and not (ckpt_dir / "latest").is_file():
         raise CheckpointError(f"{ckpt_dir} has no 'latest' file: not a DeepSpeed checkpoint directory")
     state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)
-    return {k: v.float().contiguous() for k, v in state.items()}
+    return {k: v.float().contiguous() for k, v in strip_wrappers(state).items()}
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -68,7 +81,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         return load_deepspeed(path)
     try:
         if path.suffix == ".safetensors":
-            return load_file(str(path), device="cpu")
+            return strip_wrappers(load_file(str(path), device="cpu"))
         return _unwrap(torch.load(path, map_location="cpu", weights_only=True), path)
     except CheckpointError:
         raise

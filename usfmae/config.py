@@ -130,7 +130,10 @@ class DeepSpeedSection(Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description=(
         "auto = bf16 on GPU, fp32 on CPU."))
     activation_checkpointing: bool = Field(False, description="Recompute block activations to save memory.")
-    compile: bool = Field(False, description="torch.compile the model.")
+    compile: bool = Field(False, description="torch.compile the model (first steps are slow while it compiles).")
+    compile_backend: str = Field("inductor", min_length=1, description=(
+        "torch.compile backend: 'inductor' generates fused kernels (needs a C++ compiler on CPU, Triton on GPU); "
+        "'aot_eager' traces forward and backward without code generation (a quick check that the model compiles)."))
     overrides: dict[str, Any] = Field(default_factory=dict, description=(
         "Extra keys merged into the generated DeepSpeed JSON (advanced; never needed for the paper's recipe)."))
 

@@ -125,7 +125,7 @@ class Trainer:
         n_params = sum(p.numel() for p in model.parameters())
         self.fwd_flops = flops_per_image(model, self._image_size(), self._in_chans()) if self.is_main else 0
         if cfg.deepspeed.compile:
-            model = torch.compile(model)
+            model = torch.compile(model, backend=cfg.deepspeed.compile_backend)
         optimizer = build_optimizer(model, self.plan.peak_lr, cfg.optimizer.weight_decay,
                                     cfg.optimizer.betas, cfg.optimizer.eps, cfg.optimizer.impl)
         ds_conf = build_ds_config(cfg, self.world, self.precision)
