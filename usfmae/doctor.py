@@ -62,7 +62,11 @@ def check_tesseract_api() -> Check:
 
     ocr._api_problem.cache_clear()
     ocr.tessdata_dir.cache_clear()
-    problem = ocr._api_problem("tesseract", "eng")
+    try:
+        problem = ocr._api_problem("tesseract", "eng")
+    finally:  # what the doctor saw under its environment is not what cleaning should reuse
+        ocr._api_problem.cache_clear()
+        ocr.tessdata_dir.cache_clear()
     if problem is None:
         import tesserocr
 
