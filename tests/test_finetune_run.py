@@ -203,6 +203,22 @@ def test_mmotu_adapter_run_multiclass_micro(export, tmp_path):
     assert "MMOTU-2D: micro average" in (tmp_path / "out" / "table2.md").read_text()
 
 
+def test_vit_baseline_imagenet_weights_load_whole_with_either_head(tmp_path):
+    # A timm ImageNet ViT-B/16 has norm.* and a cls-token head; configs/finetune.yaml pools the patch tokens.
+    import timm
+    from safetensors.torch import save_file
+
+    imagenet = timm.create_model("vit_base_patch16_224", pretrained=False).state_dict()
+    path = tmp_path / "vit_base_patch16_224.safetensors"
+    save_file(imagenet, path)
+    for pool in ("avg", "token"):
+        cfg = FinetuneConfig(model="vit_base_patch16_224", checkpoint=str(path), image_size=32, global_pool=pool)
+        model, size, summary = build_classifier(cfg, num_classes=2)
+        assert size == 32 and model.global_pool == pool and "weights from" in summary
+        assert torch.equal(model.state_dict()["norm.weight"], imagenet["norm.weight"])
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 2)
+
+
 def test_resnet50_baseline_under_the_same_protocol(labeled, tmp_path):
     cfg = FinetuneConfig(model="resnet50", image_size=32, data=str(labeled), output_dir=str(tmp_path / "out"),
                          batch_size=10, epochs=1, num_workers=0, save_model=False)

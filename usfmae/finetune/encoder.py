@@ -52,7 +52,7 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, 
     """(model, input side, loading summary) for cfg.model: our encoder or a baseline.
 
     Baselines take cfg.checkpoint as a local weights file (None = random init); the ViT baseline's
-    position embeddings follow cfg.image_size.
+    position embeddings follow cfg.image_size and its head cfg.global_pool.
     """
     if cfg.model == "usfmae":
         model, report = build_vit_classifier(cfg.checkpoint, num_classes, cfg.preset, cfg.global_pool,
@@ -62,7 +62,9 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, 
     size = cfg.image_size or DEFAULT_IMAGE_SIZE
     kwargs = {} if cfg.model == "vgg19" else {"drop_path_rate": cfg.drop_path}  # VGG has no residual paths
     if cfg.model.startswith("vit_"):
-        kwargs.update(img_size=size, global_pool=cfg.global_pool)
+        # fc_norm=False keeps the ImageNet model's final norm (norm.*) before pooling with either head, so
+        # its weights load whole; timm's default for 'avg' would swap it for a fresh fc_norm.
+        kwargs.update(img_size=size, global_pool=cfg.global_pool, fc_norm=False)
     model = build_baseline(cfg.model, num_classes, weights=cfg.checkpoint, **kwargs)
     summary = f"{cfg.model}: " + (f"weights from {cfg.checkpoint}" if cfg.checkpoint else "random init")
     return model, size, summary
