@@ -92,6 +92,8 @@ def test_early_stopping_when_validation_f1_stops_improving(tmp_path):
     assert [h["epoch"] for h in result.history] == [0, 1, 2] and result.best_epoch == 0
     assert result.scores.shape == (8, 2) and result.y_true.tolist() == [0, 1] * 4
     assert (tmp_path / "best_model.pt").is_file() and (tmp_path / "history.json").is_file()
+    assert set(result.history[0]) >= {"train_loss", "val_f1", "val_accuracy", "val_auroc", "lr", "seconds"}
+    assert 0.0 <= result.history[0]["val_auroc"] <= 1.0
 
 
 def test_training_with_mixup_odd_batches_and_class_weights(tmp_path):

@@ -173,8 +173,8 @@ def train_one(model: nn.Module, train_set: Dataset, val_set: Dataset, classes: l
         metrics = metrics_from_scores(y, scores, classes, cfg.positive_class)
         f1 = headline_f1(metrics)
         history.append({"epoch": epoch, "train_loss": loss_sum / max(count, 1), "val_f1": f1,
-                        "val_accuracy": metrics["accuracy"], "lr": lr_at(epoch + 1, cfg),
-                        "seconds": round(time.time() - t0, 2)})
+                        "val_accuracy": metrics["accuracy"], "val_auroc": metrics.get("auroc"),
+                        "lr": lr_at(epoch + 1, cfg), "seconds": round(time.time() - t0, 2)})
         if env.is_main:
             log(f"[finetune] epoch {epoch + 1}/{cfg.epochs} loss {history[-1]['train_loss']:.4f} "
                 f"val F1 {f1:.4f} acc {metrics['accuracy']:.4f}")
