@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -14,7 +15,8 @@ from usfmae.finetune.datasets import LabelledImages
 from usfmae.finetune.encoder import build_vit_classifier
 from usfmae.finetune.objective import ClassificationLoss, build_mixup, class_weights
 from usfmae.finetune.protocol import plan_folds, positive_class
-from usfmae.finetune.train import build_optimizer, lr_at, train_one
+from usfmae.finetune.metrics import classification_metrics
+from usfmae.finetune.train import build_optimizer, lr_at, selection_score, train_one
 
 
 @pytest.fixture(autouse=True)
@@ -94,6 +96,20 @@ def test_early_stopping_when_validation_f1_stops_improving(tmp_path):
     assert (tmp_path / "best_model.pt").is_file() and (tmp_path / "history.json").is_file()
     assert set(result.history[0]) >= {"train_loss", "val_f1", "val_accuracy", "val_auroc", "lr", "seconds"}
     assert 0.0 <= result.history[0]["val_auroc"] <= 1.0
+
+
+def test_macro_f1_selection_does_not_prefer_calling_everything_positive():
+    # On a balanced binary set a 60%-accurate epoch has positive-class F1 0.6, below the 0.667 of an epoch
+    # that calls every image positive; macro F1 ranks them the other way (0.6 against 0.333).
+    y = np.array([0, 1] * 10)
+    everything_positive = classification_metrics(y, np.ones_like(y), 2, class_names=["a", "b"], positive_class="b")
+    sixty_percent = y.copy()
+    sixty_percent[:8] = 1 - sixty_percent[:8]  # 12 of 20 right, 6 per class
+    learnt = classification_metrics(y, sixty_percent, 2, class_names=["a", "b"], positive_class="b")
+    assert selection_score(everything_positive, "f1") == pytest.approx(2 / 3)
+    assert selection_score(learnt, "f1") == pytest.approx(0.6)
+    assert selection_score(everything_positive, "macro_f1") == pytest.approx(1 / 3)
+    assert selection_score(learnt, "macro_f1") == pytest.approx(0.6)
 
 
 def test_training_with_mixup_odd_batches_and_class_weights(tmp_path):

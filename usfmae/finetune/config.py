@@ -61,6 +61,11 @@ class FinetuneConfig(Section):
         "Layer-wise lr decay for ViTs: block i of n gets lr x decay^(n - i) (None = off; CNNs never use it)."))
     clip_grad: float | None = Field(1.0, gt=0, description="Gradient-norm clip (None = off).")
     patience: int | None = Field(None, gt=0, description="Early stopping: epochs without a better validation F1.")
+    select_on: Literal["f1", "macro_f1"] = Field("f1", description=(
+        "Validation F1 that picks each fold's best epoch and drives early stopping. f1: the Table 2 figure "
+        "(binary F1 of the positive class; micro F1 with more classes), as the paper. macro_f1: the mean of "
+        "the per-class F1s, which an epoch predicting one class for every image cannot win (binary F1 gives "
+        "calling everything positive 2p/(1+p): 0.667 on a balanced set)."))
 
     # ------------------------------------------------------------------ regularisation
     augment: Literal["paper", "light", "none"] = Field("paper", description=(

@@ -105,6 +105,11 @@ def headline_f1(metrics: dict) -> float:
     return metrics["binary"]["f1"] if "binary" in metrics else metrics["micro"]["f1"]
 
 
+def selection_score(metrics: dict, select_on: str) -> float:
+    """The validation figure that ranks epochs (FinetuneConfig.select_on)."""
+    return metrics["macro"]["f1"] if select_on == "macro_f1" else headline_f1(metrics)
+
+
 def _train_epoch(ddp_model, loader, opt, criterion, mixup, cfg, epoch, env) -> tuple[float, int]:
     """One pass over this rank's share of the training set; returns (summed loss, samples)."""
     ddp_model.train()
@@ -159,7 +164,8 @@ def train_one(model: nn.Module, train_set: Dataset, val_set: Dataset, classes: l
     loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                         persistent_workers=cfg.num_workers > 0, pin_memory=env.device.type == "cuda")
 
-    # Step 3: train, validate every epoch, keep the best F1 and stop when it has not improved for a while.
+    # Step 3: train, validate every epoch, keep the best F1 (cfg.select_on) and stop when it has not improved
+    # for a while.
     best: RunResult | None = None
     history: list[dict] = []
     if env.is_main:
@@ -173,18 +179,19 @@ def train_one(model: nn.Module, train_set: Dataset, val_set: Dataset, classes: l
         metrics = metrics_from_scores(y, scores, classes, cfg.positive_class)
         f1 = headline_f1(metrics)
         history.append({"epoch": epoch, "train_loss": loss_sum / max(count, 1), "val_f1": f1,
-                        "val_accuracy": metrics["accuracy"], "val_auroc": metrics.get("auroc"),
+                        "val_macro_f1": metrics["macro"]["f1"], "val_accuracy": metrics["accuracy"],
+                        "val_auroc": metrics.get("auroc"),
                         "lr": lr_at(epoch + 1, cfg), "seconds": round(time.time() - t0, 2)})
         if env.is_main:
             log(f"[finetune] epoch {epoch + 1}/{cfg.epochs} loss {history[-1]['train_loss']:.4f} "
                 f"val F1 {f1:.4f} acc {metrics['accuracy']:.4f}")
-        if best is None or f1 > headline_f1(best.metrics):
+        if best is None or selection_score(metrics, cfg.select_on) > selection_score(best.metrics, cfg.select_on):
             best = RunResult(metrics, epoch, history, y, scores)
             if cfg.save_model and env.is_main:
                 torch.save(model.state_dict(), out_dir / "best_model.pt")
         elif cfg.patience and epoch - best.best_epoch >= cfg.patience:
             if env.is_main:
-                log(f"[finetune] early stop: no better validation F1 for {cfg.patience} epochs")
+                log(f"[finetune] early stop: no better validation {cfg.select_on} for {cfg.patience} epochs")
             break
     if env.is_main:
         (out_dir / "history.json").write_text(json.dumps(history, indent=1))
