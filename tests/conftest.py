@@ -1,11 +1,13 @@
 """Shared test helpers: paths, free ports, a local Ray cluster bound to loopback."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from usfmae.ray_local import auth_env, free_port, private_head  # noqa: F401  (free_port: for tests)
 
@@ -14,6 +16,26 @@ BIN = Path(sys.executable).parent
 # Ray clusters use token auth: every process the tests start shares one token (RAY_AUTH_TOKEN, or
 # ~/.ray/auth_token when the machine has one).
 os.environ.update(auth_env())
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's spinning
+    makes two threads many times slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test: nothing may be downloaded."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def run(cmd, timeout=600, **kw) -> subprocess.CompletedProcess:

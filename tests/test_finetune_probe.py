@@ -9,15 +9,7 @@ from usfmae.data.synthetic import write_labeled
 from usfmae.finetune.probe import extract_features, knn_eval, knn_scores, linear_probe, monitor_knn
 from usfmae.model import create_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's spinning
-    makes two threads many times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _clusters(n_per_class, num_classes, dim, seed, spread=0.3):

@@ -3,7 +3,6 @@
 import csv
 import importlib.util
 import json
-import socket
 
 import numpy as np
 import pytest
@@ -19,6 +18,8 @@ from usfmae.model import create_model
 
 from conftest import BIN, REPO, run
 
+pytestmark = pytest.mark.usefixtures("one_thread", "no_network")
+
 
 def _load_launcher():
     spec = importlib.util.spec_from_file_location("finetune_launcher", REPO / "launch" / "finetune.py")
@@ -30,26 +31,6 @@ def _load_launcher():
 launch_finetune = _load_launcher()
 
 FAST = {"epochs": 1, "batch_size": 8, "num_workers": 0, "save_model": False}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's spinning
-    makes two threads many times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails the test: nothing may be downloaded."""
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,7 @@ from usfmae.finetune.protocol import plan_folds, positive_class
 from usfmae.finetune.metrics import classification_metrics
 from usfmae.finetune.train import build_optimizer, lr_at, selection_score, train_one
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's spinning
-    makes two threads many times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Tensors(Dataset):

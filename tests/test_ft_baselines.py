@@ -1,6 +1,5 @@
 """Baselines build offline, forward, and load local weights with the head adapted."""
 
-import socket
 
 import pytest
 import timm
@@ -9,15 +8,7 @@ from safetensors.torch import save_file
 
 from usfmae.finetune.baselines import BASELINES, build_baseline, load_baseline_weights, read_state_dict
 
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails the test: nothing may be downloaded."""
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.mark.parametrize("name, size", [("vgg19", 64), ("resnet50", 64), ("vit_base_patch16_224", 224)])
