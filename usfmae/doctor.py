@@ -63,7 +63,7 @@ def check_tesseract_api() -> Check:
     ocr._api_problem.cache_clear()
     ocr.tessdata_dir.cache_clear()
     try:
-        problem = ocr._api_problem("tesseract", "eng")
+        problem, folder = ocr._api_problem("tesseract", "eng"), ocr.tessdata_dir()
     finally:  # what the doctor saw under its environment is not what cleaning should reuse
         ocr._api_problem.cache_clear()
         ocr.tessdata_dir.cache_clear()
@@ -71,7 +71,7 @@ def check_tesseract_api() -> Check:
         import tesserocr
 
         return Check("tesseract-api", OK, f"tesserocr {tesserocr.__version__} ({tesserocr.tesseract_version().split()[1]}, "
-                     f"data in {ocr.tessdata_dir()})")
+                     f"data in {folder})")
     return Check("tesseract-api", WARN, f"{problem}: OCR falls back to one tesseract process per call (slower)",
                  "pip install tesserocr (Linux x86_64 wheels bundle libtesseract) with the binary's language data")
 

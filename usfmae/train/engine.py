@@ -274,8 +274,7 @@ class Trainer:
         if self.is_main:
             from ..finetune.probe import monitor_knn
 
-            module = self.engine.module
-            model = getattr(module, "_orig_mod", module)  # the MAE itself under torch.compile
+            model = self.raw_model  # the MAE itself (DeepSpeed trains its parameters; no compile wrapper)
             was_training = model.training
             model.eval()
             try:
