@@ -10,42 +10,13 @@ from scipy import stats
 from usfmae.config import MaskingConfig, PretrainConfig, load_config
 from usfmae.model import create_model, get_masking, num_masked
 from usfmae.model.masking import lowest
-from usfmae.model.multiscale import (TIE_BITS, _scale_probs, draw_blocks, first_cover, max_draws,
-                                     multiscale_mask)
+from usfmae.model.multiscale import (_scale_probs, draw_blocks, first_cover, max_draws, multiscale_mask,
+                                     tie_break)
+
+from masking_reference import reference_place_blocks
 
 
-# ---------------------------------------------------------------- reference: the per-sample sampler
-def reference_place_blocks(grid, target, scales, probs, generator):
-    """The sampler as it was before vectorisation (one sample, Python loop): the distribution to keep."""
-    mask = torch.zeros(grid, grid, dtype=torch.bool)
-    blocks = []
-    order = torch.randperm(len(scales), generator=generator).tolist()
-    budget, first = target, []
-    for k in order:
-        if scales[k] ** 2 <= budget:
-            first.append(scales[k])
-            budget -= scales[k] ** 2
-    count = 0
-    while count < target:
-        s = first.pop(0) if first else scales[int(torch.multinomial(probs, 1, generator=generator))]
-        s = min(s, grid)
-        i, j = (int(v) for v in torch.randint(0, grid - s + 1, (2,), generator=generator))
-        new = ~mask[i:i + s, j:j + s]
-        added = int(new.sum())
-        if added == 0:
-            continue
-        if count + added > target:
-            cells = new.nonzero()
-            keep = cells[torch.randperm(len(cells), generator=generator)[:target - count]]
-            mask[i + keep[:, 0], j + keep[:, 1]] = True
-            count = target
-        else:
-            mask[i:i + s, j:j + s] = True
-            count += added
-        blocks.append((i, j, s))
-    return mask, blocks
-
-
+# ---------------------------------------------------------------- samples from both samplers
 def reference_sample(n, num_patches, ratio, scales, probs, seed):
     """-> masks [n, L] bool, blocks laid per scale [n, S] (counted as the reference records them)."""
     g = torch.Generator().manual_seed(seed)
@@ -64,11 +35,10 @@ def vectorised_sample(n, num_patches, ratio, scales, probs, seed):
     is laid iff it is the first to cover some masked cell."""
     g = torch.Generator().manual_seed(seed)
     grid, target = math.isqrt(num_patches), num_masked(num_patches, ratio)
-    order, scale, top, left = draw_blocks(n, grid, target, scales, _scale_probs(scales, probs),
-                                          max_draws(num_patches, target), generator=g)
-    first = first_cover(order, scale, top, left, grid, [min(s, grid) for s in scales])
-    tie = torch.randint(0, 2**TIE_BITS, (n, num_patches), generator=g)
-    mask = lowest((first.long() << TIE_BITS) + tie, target)
+    order, scale, corner = draw_blocks(n, grid, target, scales, _scale_probs(scales, probs),
+                                       max_draws(num_patches, target), generator=g)
+    first = first_cover(order, scale, corner, grid, [min(s, grid) for s in scales])
+    mask = lowest(first + tie_break(n, num_patches, generator=g), target)
     # the steps above are multiscale_mask's: same seed, same mask
     assert torch.equal(mask, multiscale_mask(n, num_patches, ratio, generator=torch.Generator().manual_seed(seed),
                                              scales=scales, probs=probs))
@@ -105,6 +75,7 @@ def same_distribution(a_masks, a_counts, b_masks, b_counts, grid) -> dict[str, f
 
 CASES = [(196, 0.25, (1, 2, 4), None),  # ViT-B/16, the paper's ratio, the default scales
          (196, 0.6, (1, 2, 4), (0.5, 0.3, 0.2)),
+         (64, 0.25, (1, 2, 4), None),  # the tiny preset: 1 + 4 + 16 > 16 masked, not every scale fits
          (64, 0.25, (1, 2), None)]  # the tiny preset with the feature-masking default scales
 
 
@@ -155,11 +126,11 @@ def test_blocks_are_laid_whole_before_the_trimmed_one():
 
 def test_too_few_drawn_blocks_are_topped_up_with_random_cells():
     g = torch.Generator().manual_seed(4)
-    order, scale, top, left = draw_blocks(64, 14, 49, (1, 2, 4), (1 / 3,) * 3, 0, generator=g)  # forced only
-    first = first_cover(order, scale, top, left, 14, [1, 2, 4])
+    order, scale, corner = draw_blocks(64, 14, 49, (1, 2, 4), (1 / 3,) * 3, 0, generator=g)  # forced only
+    first = first_cover(order, scale, corner, 14, [1, 2, 4])
     covered = first < order.shape[1]
     assert (covered.sum(1) <= 21).all()
-    mask = lowest((first.long() << TIE_BITS) + torch.randint(0, 2**TIE_BITS, (64, 196), generator=g), 49)
+    mask = lowest(first + tie_break(64, 196, generator=g), 49)
     assert (mask.sum(1) == 49).all() and (mask | ~covered).all()
 
 
@@ -167,8 +138,8 @@ def test_draws_cover_the_target_with_a_wide_margin():
     # 1x1 blocks alone (the slowest to cover): 145 draws for 49 cells, 56 needed on average
     assert max_draws(196, 49) == 145
     g = torch.Generator().manual_seed(5)
-    order, scale, top, left = draw_blocks(2000, 14, 49, (1,), (1.0,), max_draws(196, 49), generator=g)
-    covered = first_cover(order, scale, top, left, 14, [1]) < order.shape[1]
+    order, scale, corner = draw_blocks(2000, 14, 49, (1,), (1.0,), max_draws(196, 49), generator=g)
+    covered = first_cover(order, scale, corner, 14, [1]) < order.shape[1]
     assert covered.sum(1).min() >= 49 + 40
 
 

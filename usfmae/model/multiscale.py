@@ -31,8 +31,6 @@ import torch.nn.functional as F
 
 from .masking import lowest, num_masked
 
-TIE_BITS = 31  # random tie-break bits below the block position in the int64 sort key
-
 
 def _grid(num_patches: int) -> int:
     g = math.isqrt(num_patches)
@@ -67,55 +65,65 @@ def _pick(index: torch.Tensor, values: list[float]) -> torch.Tensor:
 
 def draw_blocks(batch: int, grid: int, target: int, scales: tuple[int, ...], probs: tuple[float, ...],
                 draws: int, device=None, generator: torch.Generator | None = None):
-    """Every sample's block sequence, B = len(scales) + draws blocks each, as tensors [N, B]:
-    (order float: position in the sequence, B for a forced block that did not fit the budget;
-     scale index long; top long; left long)."""
+    """Every sample's block sequence, B = len(scales) + draws blocks each:
+    order [N, B] float32 (position in the sequence; B for a forced block that did not fit the budget),
+    scale [N, B] long (index into `scales`), corner [N, B, 2] long (top row, left column)."""
     n_s, b = len(scales), len(scales) + draws
     u = torch.rand(batch, n_s + draws + 2 * b, device=device, generator=generator)
-    u_perm, u_scale, u_top, u_left = u.split([n_s, draws, b, b], dim=1)
+    u_perm, u_scale, u_corner = u.split([n_s, draws, 2 * b], dim=1)
     # forced blocks: the scales in a random order, each kept while its area fits what is left of the target
     perm = u_perm.argsort(dim=1)  # [N, S]
-    area = _pick(perm, [float(s * s) for s in scales])
-    budget = torch.full((batch,), float(target), device=device)
-    forced = []
-    for t in range(n_s):
-        fits = area[:, t] <= budget
-        budget = budget - torch.where(fits, area[:, t], 0.0)
-        forced.append(torch.where(fits, float(t), float(b)))
+    areas = [float(s * s) for s in scales]
+    if sum(areas) <= target:  # all fit whatever the order (the usual case): nothing to track
+        order = torch.arange(b, dtype=torch.float32, device=device).expand(batch, -1)
+    else:
+        area = _pick(perm, areas)
+        budget = torch.full((batch,), float(target), device=device)
+        kept = []
+        for t in range(n_s):
+            fits = area[:, t] <= budget
+            budget = budget - torch.where(fits, area[:, t], 0.0)
+            kept.append(torch.where(fits, float(t), float(b)))
+        drawn_order = torch.arange(n_s, b, dtype=torch.float32, device=device).expand(batch, -1)
+        order = torch.cat([torch.stack(kept, dim=1), drawn_order], dim=1)
     # then scales drawn from probs (inverse CDF on the cumulative thresholds)
     drawn = torch.zeros(batch, draws, dtype=torch.long, device=device)
     for c in list(itertools.accumulate(probs))[:-1]:
         drawn += u_scale >= c
     scale = torch.cat([perm, drawn], dim=1)  # [N, B]
-    order = torch.cat([torch.stack(forced, dim=1),
-                       torch.arange(n_s, b, dtype=torch.float32, device=device).expand(batch, -1)], dim=1)
     span = grid + 1 - _pick(scale, [float(min(s, grid)) for s in scales])  # corner positions per axis
-    top = (u_top * span).long().clamp(max=grid - 1)  # clamp: guards u * span rounding up to span
-    left = (u_left * span).long().clamp(max=grid - 1)
-    return order, scale, top, left
+    # clamp: guards u * span rounding up to span
+    corner = (u_corner.view(batch, b, 2) * span.unsqueeze(-1)).long().clamp(max=grid - 1)
+    return order, scale, corner
 
 
-def first_cover(order: torch.Tensor, scale: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
-                grid: int, sides: list[int]) -> torch.Tensor:
-    """[N, G*G] float: for every cell, the order of the first block covering it (B where none does).
+def first_cover(order: torch.Tensor, scale: torch.Tensor, corner: torch.Tensor, grid: int,
+                sides: list[int]) -> torch.Tensor:
+    """[N, G*G] float32: for every cell, the order of the first block covering it (B where none does).
 
-    Blocks as from `draw_blocks` ([N, B] each), `sides` the clipped side of each scale index."""
+    Blocks as from `draw_blocks`; `sides` the side of each scale index, clipped to the grid."""
     n, b = order.shape
-    n_s = len(sides)
+    n_s, cells, big = len(sides), grid * grid, max(sides)
     # earliness = -order, so "first" is a max: the scatter and the pooling are both max reductions.
-    # corner[n, j, i, k]: earliness of the earliest scale-j block with its top-left corner at (i, k).
-    corner = torch.full((n * n_s * grid * grid,), -float(b), device=order.device)
-    sample = torch.arange(n, device=order.device).unsqueeze(1)
-    flat = ((sample * n_s + scale) * grid + top) * grid + left  # [N, B]
-    corner = corner.scatter_reduce(0, flat.flatten(), -order.flatten(), "amax").view(n, n_s, grid, grid)
+    # early[n, j, i, k]: earliness of the earliest scale-j block with its top-left corner at (i, k).
+    flat = (torch.arange(0, n * n_s * cells, n_s * cells, device=order.device).unsqueeze(1)
+            + scale * cells + corner[..., 0] * grid + corner[..., 1])  # [N, B]
+    early = torch.full((n * n_s * cells,), -float(b), device=order.device)
+    early = early.scatter_reduce(0, flat.flatten(), -order.flatten(), "amax").view(n, n_s, grid, grid)
+    if big > 1:  # room above and left for the largest block's window
+        early = F.pad(early, (big - 1, 0, big - 1, 0), value=-float(b))
     # an s x s block covers cell (i, k) iff its corner lies in the s x s window ending at (i, k): max-pool
-    early = None
+    first = None
     for j, s in enumerate(sides):
-        c = corner[:, j:j + 1]
-        if s > 1:
-            c = F.max_pool2d(F.pad(c, (s - 1, 0, s - 1, 0), value=-float(b)), s, stride=1)
-        early = c if early is None else torch.maximum(early, c)
-    return -early.view(n, grid * grid)
+        window = early[:, j:j + 1, big - s:, big - s:]
+        covered = F.max_pool2d(window, s, stride=1) if s > 1 else window  # [N, 1, G, G]
+        first = covered if first is None else torch.maximum(first, covered)
+    return -first.reshape(n, cells)
+
+
+def tie_break(batch: int, num_patches: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """[N, L] float64 uniform in [0, 1): orders the cells that the same block covers first."""
+    return torch.rand(batch, num_patches, dtype=torch.float64, device=device, generator=generator)
 
 
 def multiscale_mask(batch: int, num_patches: int, mask_ratio: float, device=None,
@@ -128,9 +136,8 @@ def multiscale_mask(batch: int, num_patches: int, mask_ratio: float, device=None
     target = num_masked(num_patches, mask_ratio)
     blocks = draw_blocks(batch, grid, target, scales, p, max_draws(num_patches, target), device, generator)
     first = first_cover(*blocks, grid, [min(s, grid) for s in scales])  # [N, L]
-    # sort key: first covering block, then a random tie-break among that block's cells (exact in int64)
-    tie = torch.randint(0, 2**TIE_BITS, (batch, num_patches), device=device, generator=generator)
-    return lowest((first.long() << TIE_BITS) + tie, target)
+    # sort key: first covering block, then a uniform tie-break within it (float64: exact for any order)
+    return lowest(first + tie_break(batch, num_patches, device, generator), target)
 
 
 def feature_block_mask(ids_keep: torch.Tensor, num_patches: int, rate: float, scales: tuple[int, ...],
