@@ -20,17 +20,19 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from usfmae.model import create_model
+from usfmae.train.monitor import GPU_PEAK_TFLOPS
 
 MODEL = "mae_vit_base_patch16"
 IMAGES_PER_EPOCH, EPOCHS = 374_192, 100  # OpenUS-46 (paper Table 1), the paper's schedule
 AUTHORS = {"gpu": "RTX 4080 Super", "images_per_s": 392, "hours_100_epochs": 26.5}
+# Peaks from the one table the trainer's MFU uses (usfmae.train.monitor.GPU_PEAK_TFLOPS).
 GPUS = {
     "H100 SXM": {
-        "peak_bf16_dense_tflops": 989.4,
+        "peak_bf16_dense_tflops": GPU_PEAK_TFLOPS["H100 SXM"]["bf16"],
         "source": "NVIDIA H100 datasheet: BF16 Tensor Core 1,979 TFLOPS with sparsity, 989.4 dense (SXM5)",
     },
     "RTX 4080 Super": {
-        "peak_bf16_dense_tflops": 104.4,
+        "peak_bf16_dense_tflops": GPU_PEAK_TFLOPS["RTX 4080 SUPER"]["bf16"],
         "source": "NVIDIA Ada (AD10x) whitepaper rate for GeForce: 512 dense FP16/BF16 tensor FMA per SM per "
                   "clock with FP32 accumulate (RTX 4090: 165.2 TFLOPS, 128 SMs, 2.52 GHz); 4080 Super: 80 SMs "
                   "x 2.55 GHz boost -> 104.4 TFLOPS (208.9 with FP16 accumulate; 52.2 TFLOPS is its FP32 "

@@ -85,15 +85,24 @@ def test_prediction_on_visible_patches_does_not_change_loss():
 
 
 def test_given_mask_replaces_random_masking():
-    model = tiny()
+    model = tiny()  # mask ratio 0.25: 16 of 64 patches
     mask = torch.zeros(2, 64, dtype=torch.bool)
-    mask[:, :10] = True
+    mask[:, :16] = True
     _, _, out = model(torch.randn(2, 3, 64, 64), mask=mask)
     assert torch.equal(out, mask)
+    # a mask made at another ratio says so
+    other = torch.zeros(2, 64, dtype=torch.bool)
+    other[:, 5:15] = True
+    _, pred, out = model(torch.randn(2, 3, 64, 64), mask_ratio=10 / 64, mask=other)
+    assert torch.equal(out, other) and pred.shape == (2, 64, 192)
     bad = mask.clone()
     bad[1, 20] = True
-    with pytest.raises(ValueError, match="same number"):
+    with pytest.raises(RuntimeError, match="every row of the mask must mask 16 of 64 patches"):
         model(torch.randn(2, 3, 64, 64), mask=bad)
+    with pytest.raises(RuntimeError, match="must mask 16 of 64"):
+        model(torch.randn(2, 3, 64, 64), mask=other)
+    with pytest.raises(ValueError, match=r"mask must have shape \[2, 64\]"):
+        model(torch.randn(2, 3, 64, 64), mask=mask[:, :32])
 
 
 @pytest.mark.parametrize("chans", [1, 3])

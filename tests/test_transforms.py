@@ -149,3 +149,33 @@ def test_normalize_batch_replicates_gray_and_round_trips():
     assert gray.shape[1] == 1  # the input is not modified
     with pytest.raises(ValueError, match="uint8"):
         normalize_batch(out)
+    with pytest.raises(ValueError, match="floating-point output dtype"):
+        normalize_batch(x, torch.int32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_normalize_batch_rounds_once_to_each_training_dtype(dtype):
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    x[0, :, 0, :2] = torch.tensor([0, 255], dtype=torch.uint8)  # the extremes
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    exact = (x.double() / 255 - mean.double()) / std.double()
+    out = normalize_batch(x, dtype)
+    assert out.dtype == dtype and out.shape == (2, 3, 8, 8)
+    # float32 arithmetic (terms up to ~2.6) rounded once to the dtype: within its rounding of the result
+    eps = torch.finfo(dtype).eps
+    assert torch.allclose(out.double(), exact, rtol=eps, atol=4 * eps)
+
+
+def test_normalize_batch_builds_its_constants_once_per_device():
+    from usfmae.data import transforms
+
+    from syncutil import SyncRecorder
+
+    x = torch.randint(0, 256, (2, 1, 4, 4), dtype=torch.uint8)
+    normalize_batch(x)
+    with SyncRecorder() as rec:  # later batches: no tensor built from Python data, no copy to the device
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            normalize_batch(x, dtype)
+    assert rec.calls == []
+    normalize_batch(x.to("meta"), torch.bfloat16)  # another device gets its own constants
+    assert {torch.device("cpu"), torch.device("meta")} <= set(transforms._NORMALIZE_CONSTANTS)

@@ -13,7 +13,7 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch.utils.checkpoint import checkpoint
 
-from .masking import random_mask
+from .masking import num_masked, random_mask
 from .multiscale import feature_block_mask
 from .pos_embed import sincos_2d
 
@@ -114,33 +114,32 @@ class MaskedAutoencoderViT(nn.Module):
         return x.reshape(x.shape[0], c, h * p, w * p)
 
     # ------------------------------------------------------------------ forward
-    def _run_blocks(self, blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
-        for blk in blocks:
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
-        return x
+    def _run_block(self, blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(blk, x, use_reentrant=False)
+        return blk(x)
 
-    def forward_encoder(self, imgs: torch.Tensor, mask: torch.Tensor):
-        """imgs [N, C, H, W], mask [N, L] bool (True = masked) -> latent [N, 1 + L_keep, D], ids_restore [N, L]."""
+    def forward_encoder(self, imgs: torch.Tensor, mask: torch.Tensor, n_masked: int):
+        """imgs [N, C, H, W], mask [N, L] bool (True = masked, `n_masked` per row)
+        -> latent [N, 1 + L_keep, D], ids_restore [N, L].
+
+        The masked count is a host integer, not read from the mask: reading it would make the host wait
+        for the device every step, and a shape that depends on tensor data cannot be compiled.
+        """
         x = self.patch_embed(imgs) + self.pos_embed[:, 1:, :]  # [N, L, D]
         n, length, dim = x.shape
         # Visible patches first (in patch order), masked after: a stable sort on the mask does it.
         ids_shuffle = torch.argsort(mask.to(torch.int8), dim=1, stable=True)
         ids_restore = torch.argsort(ids_shuffle, dim=1)
-        len_keep = length - int(mask[0].sum())
-        ids_keep = ids_shuffle[:, :len_keep]
+        ids_keep = ids_shuffle[:, :length - n_masked]
         x = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))  # [N, L_keep, D]
         cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(n, -1, -1)
         x = torch.cat([cls, x], dim=1)
-        if self.training and self.feature_mask_rate > 0 and self.feature_mask_depths:
-            for d, blk in enumerate(self.blocks):
-                if d in self.feature_mask_depths:
-                    x = self._mask_features(x, ids_keep)
-                x = self._run_blocks(nn.ModuleList([blk]), x)
-        else:
-            x = self._run_blocks(self.blocks, x)
+        mask_features = self.training and self.feature_mask_rate > 0
+        for d, blk in enumerate(self.blocks):
+            if mask_features and d in self.feature_mask_depths:
+                x = self._mask_features(x, ids_keep)
+            x = self._run_block(blk, x)
         return self.norm(x), ids_restore
 
     def _mask_features(self, x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
@@ -152,7 +151,7 @@ class MaskedAutoencoderViT(nn.Module):
     def forward_features(self, imgs: torch.Tensor) -> torch.Tensor:
         """Encoder on every patch, no masking: [N, 1 + L, D] (what a timm ViT export computes)."""
         mask = torch.zeros(imgs.shape[0], self.num_patches, dtype=torch.bool, device=imgs.device)
-        return self.forward_encoder(imgs, mask)[0]
+        return self.forward_encoder(imgs, mask, 0)[0]
 
     def forward_decoder(self, x: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
         """x [N, 1 + L_keep, D] -> pixel predictions [N, L, p*p*C]."""
@@ -162,7 +161,8 @@ class MaskedAutoencoderViT(nn.Module):
         x_ = torch.cat([x[:, 1:, :], mask_tokens], dim=1)  # no cls token
         x_ = torch.gather(x_, 1, ids_restore.unsqueeze(-1).expand(-1, -1, x.shape[2]))  # unshuffle
         x = torch.cat([x[:, :1, :], x_], dim=1) + self.decoder_pos_embed
-        x = self._run_blocks(self.decoder_blocks, x)
+        for blk in self.decoder_blocks:
+            x = self._run_block(blk, x)
         x = self.decoder_pred(self.decoder_norm(x))
         return x[:, 1:, :]
 
@@ -180,26 +180,26 @@ class MaskedAutoencoderViT(nn.Module):
     def forward(self, imgs: torch.Tensor, mask_ratio: float | None = None, mask: torch.Tensor | None = None):
         """-> (loss, pred [N, L, p*p*C], mask [N, L] bool, True = masked).
 
-        `mask`, when given, replaces random masking; every row must mask the same number of patches.
+        Masks round(L * ratio) patches per sample, ratio = `mask_ratio` or the model's. `mask`, when given,
+        replaces random masking and must mask exactly that many patches in every row (checked on the
+        device, without waiting for it: a wrong count fails at the next synchronisation, on CPU at once).
         """
+        ratio = self.mask_ratio if mask_ratio is None else mask_ratio
+        n_masked = num_masked(self.num_patches, ratio)
         if mask is None:
-            ratio = self.mask_ratio if mask_ratio is None else mask_ratio
             mask = random_mask(imgs.shape[0], self.num_patches, ratio, device=imgs.device)
         else:
-            mask = self._check_mask(mask, imgs.shape[0])
-        latent, ids_restore = self.forward_encoder(imgs, mask)
+            mask = self._check_mask(mask, imgs.shape[0], n_masked, ratio)
+        latent, ids_restore = self.forward_encoder(imgs, mask, n_masked)
         pred = self.forward_decoder(latent, ids_restore)
         loss = self.forward_loss(imgs, pred, mask)
         return loss, pred, mask
 
-    def _check_mask(self, mask: torch.Tensor, batch: int) -> torch.Tensor:
+    def _check_mask(self, mask: torch.Tensor, batch: int, n_masked: int, ratio: float) -> torch.Tensor:
         if mask.shape != (batch, self.num_patches):
             raise ValueError(f"mask must have shape [{batch}, {self.num_patches}], got {list(mask.shape)}")
         mask = mask.bool()
-        counts = mask.sum(dim=1)
-        if not bool((counts == counts[0]).all()):
-            raise ValueError("every sample must mask the same number of patches; got counts "
-                             f"{counts.tolist()}")
-        if int(counts[0]) >= self.num_patches:
-            raise ValueError("at least one patch must stay visible")
+        torch._assert_async((mask.sum(dim=1) == n_masked).all(),
+                            f"every row of the mask must mask {n_masked} of {self.num_patches} patches "
+                            f"(mask ratio {ratio}); pass mask_ratio= for a mask made at another ratio")
         return mask

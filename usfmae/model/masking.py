@@ -1,7 +1,10 @@
 """Masking strategies as plain functions.
 
 Every strategy returns a bool mask [N, L] with True = masked and exactly the same number of masked
-patches in every row, so the encoder always sees a fixed number of visible tokens.
+patches in every row, so the encoder always sees a fixed number of visible tokens. Strategies run on the
+training device with a fixed number of tensor operations and no host-device synchronisation (no `.item()`,
+no data-dependent shapes, no constants copied from the host), so they cost the same every step and trace
+into one graph under torch.compile.
 """
 
 from typing import Callable
@@ -16,13 +19,17 @@ def num_masked(num_patches: int, mask_ratio: float) -> int:
     return min(int(round(num_patches * mask_ratio)), num_patches - 1)
 
 
+def lowest(key: torch.Tensor, k: int) -> torch.Tensor:
+    """key [N, L] -> bool [N, L], True at the k smallest keys of every row (exactly k per row)."""
+    ranks = key.argsort(dim=1).argsort(dim=1)  # rank of each entry within its row
+    return ranks < k
+
+
 def random_mask(batch: int, num_patches: int, mask_ratio: float, device=None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Uniform masking without replacement (the paper's strategy): [N, L] bool."""
-    n_mask = num_masked(num_patches, mask_ratio)
     noise = torch.rand(batch, num_patches, device=device, generator=generator)
-    ranks = noise.argsort(dim=1).argsort(dim=1)  # rank of each patch's noise within its row
-    return ranks < n_mask
+    return lowest(noise, num_masked(num_patches, mask_ratio))
 
 
 def _multiscale(*args, **kwargs) -> torch.Tensor:
