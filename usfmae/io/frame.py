@@ -24,12 +24,13 @@ class Frame:
     original_size: tuple[int, int]  # (H, W)
 
 
-def printable(text: str, limit: int = 300) -> str:
+def printable(text: str, limit: int | None = 300) -> str:
     """`text` as readable one-line text: undecodable bytes (of file names) as \\xNN, control characters
-    escaped, cut at `limit` characters. Reasons and names in reports and logs go through it."""
+    escaped, cut at `limit` characters (None: never, for paths). Reasons and names in reports and logs
+    go through it."""
     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
 def detail(err: BaseException, limit: int = 120) -> str:
@@ -50,7 +51,7 @@ class ReadError(Exception):
     def __init__(self, path: str | Path, reason: str):
         self.path = str(path)
         self.reason = printable(reason)
-        super().__init__(f"{printable(self.path)}: {self.reason}")
+        super().__init__(f"{printable(self.path, None)}: {self.reason}")
 
 
 def make_frame(image: np.ndarray, index: int, kind: str) -> Frame:

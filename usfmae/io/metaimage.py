@@ -22,7 +22,7 @@ from typing import BinaryIO
 import numpy as np
 
 from usfmae.io.config import ReaderConfig
-from usfmae.io.files import resolve_named_file
+from usfmae.io.files import os_reason, resolve_named_file
 from usfmae.io.frame import ReadError, printable
 from usfmae.io.kinds import read_head, standalone_kind
 from usfmae.io.limits import check_bytes
@@ -126,7 +126,12 @@ def data_file(path: Path, header: MetaHeader, root: Path | None) -> Path:
     target = resolve_named_file(path, header.data_name, root)
     if target == path.resolve():
         raise ReadError(path, "MetaImage names itself as its data file (inline data is written 'LOCAL')")
-    kind = standalone_kind(target, read_head(target))
+    try:
+        head = read_head(target)
+    except OSError as err:
+        raise ReadError(path, f"its data file {printable(header.data_name, 80)!r} cannot be opened: "
+                              f"{os_reason(err)}") from None
+    kind = standalone_kind(target, head)
     if kind is not None:
         raise ReadError(path, f"its data file {printable(header.data_name, 80)!r} is an input of its own "
                               f"({kind}), not raw MetaImage data: not read as pixels")

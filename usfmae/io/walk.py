@@ -54,14 +54,15 @@ def scan_folder(root: Path, scan: InputScan) -> None:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as err:
             if folder == root:
-                raise NotADirectoryError(f"{printable(str(root))}: input folder cannot be listed ({os_reason(err)})") \
-                    from None
-            scan.skipped.append(Skipped(printable(relative(folder, root)), f"folder cannot be listed: {os_reason(err)}"))
+                raise NotADirectoryError(f"{printable(str(root), None)}: input folder cannot be listed "
+                                         f"({os_reason(err)})") from None
+            scan.skipped.append(Skipped(printable(relative(folder, root), None),
+                                        f"folder cannot be listed: {os_reason(err)}"))
             continue
         subfolders = []
         for entry in entries:
             path = Path(entry.path)
-            rel = printable(relative(path, root))
+            rel = printable(relative(path, root), None)
             try:
                 is_link = entry.is_symlink()
                 is_dir = entry.is_dir(follow_symlinks=False)
@@ -107,7 +108,7 @@ def metaimage_companions(inputs: list[Path], root: Path) -> dict[Path, Path]:
         except (ReadError, OSError):
             continue  # the .mhd itself will be rejected with the reason when it is read
         if target != Path(os.path.realpath(path)):
-            companions[target] = path
+            companions.setdefault(target, path)  # inputs come sorted: the first header names it
     return companions
 
 
@@ -116,7 +117,7 @@ def scan_inputs(root: str | Path) -> InputScan:
     listable folder."""
     root = Path(root)
     if not root.is_dir():
-        raise NotADirectoryError(f"{printable(str(root))}: input root is not a directory")
+        raise NotADirectoryError(f"{printable(str(root), None)}: input root is not a directory")
     scan = InputScan()
     scan_folder(root, scan)
     companions = metaimage_companions(scan.inputs, root)
@@ -127,8 +128,8 @@ def scan_inputs(root: str | Path) -> InputScan:
             if header is None:
                 kept.append(path)
             else:
-                scan.skipped.append(Skipped(printable(relative(path, root)),
-                                            f"data file of {printable(relative(header, root))}: read through it"))
+                scan.skipped.append(Skipped(printable(relative(path, root), None),
+                                            f"data file of {printable(relative(header, root), None)}: read through it"))
         scan.inputs = kept
     scan.inputs.sort(key=lambda p: relative(p, root))
     scan.skipped.sort(key=lambda s: s.path)
