@@ -54,6 +54,7 @@ class Sample:
     png: bytes
     meta: bytes  # JSON, sorted keys
     source_key: str  # content_key of the frame as read (before cleaning), for leak checks; not stored in shards
+    index: int  # frame / slice index in its input (reports name duplicates by input and index)
 
 
 @dataclass
@@ -109,4 +110,4 @@ def make_sample(ref: InputRef, frame: Frame, source: str, cleaned: CleanResult, 
     """A cleaned frame -> its stored sample: resized [S, S, 3], PNG, metadata, keys."""
     small = resize_square(cleaned.image, image_size)  # [S, S, 3] uint8
     meta = sample_metadata(ref, frame.kind, frame.index, frame.original_size, source, cleaned.stats)
-    return Sample(content_key(small), encode_png(small), meta, content_key(frame.image))
+    return Sample(content_key(small), encode_png(small), meta, content_key(frame.image), frame.index)
