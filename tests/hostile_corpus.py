@@ -38,7 +38,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from usfmae.data.synthetic import generate_ultrasound
 from usfmae.io.files import PATH_MAX
 
-SIDE = 64  # good scans are small: the end-to-end builds clean every frame
+SIDE = 96  # good scans are small (the end-to-end builds clean every frame) but big enough for the sector finder
 SECRET = b"SECRET-OUTSIDE-THE-INPUT-FOLDER:"  # repeated in every file outside the input folder
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 # Containers this OpenCV can write (name, fourcc); the reader decodes them by content, not extension.
@@ -215,8 +215,8 @@ def write_good(c: Corpus) -> dict[str, bytes]:
     for name in ("examples_palette.dcm", "examples_rgb_color.dcm", "examples_jpeg2k.dcm", "examples_ybr_color.dcm"):
         c.file(f"good/{name}", Path(get_testdata_file(name)).read_bytes(), "good", "read",
                frames=3 if "ybr" in name else 1)
-    c.file("good/dicom_named.png", Path(get_testdata_file("examples_rgb_color.dcm")).read_bytes()[:-2] + b"\0\0",
-           "good", "read", frames=1)  # content wins over the name (last pixel changed: not a duplicate)
+    c.file("good/dicom_named.png", Path(get_testdata_file("examples_rgb_color.dcm")).read_bytes(), "good", "read",
+           frames=1)  # content wins over the name (and it is an exact duplicate of the .dcm: one is dropped)
     avi = c.root / "good/cine.avi"
     write_video(avi, "MJPG", c.next_seed(), n=24)
     c.case("good/cine.avi", "good", "read", frames=3)

@@ -23,6 +23,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
+from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -118,11 +119,28 @@ def geometry(path: Path, ds: Dataset) -> Geometry:
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if photometric not in SUPPORTED_PHOTOMETRIC:
         raise ReadError(path, f"unsupported photometric interpretation {printable(photometric, 40)!r}")
+    if photometric == "PALETTE COLOR":
+        check_palette(path, ds)
     return Geometry(rows=header_int(path, ds, "Rows", 1, 65535), columns=header_int(path, ds, "Columns", 1, 65535),
                     frames=max(1, header_int(path, ds, "NumberOfFrames", 0, 2**31 - 1, default=1)),
                     samples=header_int(path, ds, "SamplesPerPixel", 1, 4, default=1),
                     bits=header_int(path, ds, "BitsAllocated", 1, 64, default=8),
                     photometric=photometric, syntax=transfer_syntax(path, ds))
+
+
+def check_palette(path: Path, ds: Dataset) -> None:
+    """ReadError unless the three colour lookup tables have a readable descriptor and data of its width."""
+    for colour in ("Red", "Green", "Blue"):
+        try:
+            entries, _, bits = (int(v) for v in ds.get(f"{colour}PaletteColorLookupTableDescriptor"))
+            data = ds.get(f"{colour}PaletteColorLookupTableData") or ds.get(f"Segmented{colour}PaletteColorLookupTableData")
+        except Exception:  # absent (None is not iterable), wrong count, text, unparsable raw value
+            raise ReadError(path, f"DICOM {colour.lower()} palette lookup table descriptor is missing or malformed") \
+                from None
+        width = 2 if bits > 8 else 1  # scanners write shorter tables than 'entries' says: only the shape is checked
+        if bits not in (8, 16) or not data or len(data) % width:
+            raise ReadError(path, f"DICOM {colour.lower()} palette lookup table is malformed (descriptor: "
+                                  f"{entries} entries of {bits} bits, data: {len(data or b'')} bytes)")
 
 
 def read_dataset(path: Path, cfg: ReaderConfig) -> tuple[Dataset, Geometry]:
@@ -152,8 +170,10 @@ def dcmread_quiet(path: Path, **kwargs) -> tuple[Dataset, list[str]]:
         warnings.simplefilter("always")
         try:
             ds = pydicom.dcmread(path, **kwargs)
+        except InvalidDicomError:
+            raise ReadError(path, "not a DICOM file (no 'DICM' marker after a 128-byte preamble)") from None
         except Exception as err:  # pydicom raises many types for malformed files
-            raise ReadError(path, f"not readable as DICOM ({detail(err)})") from err
+            raise ReadError(path, f"not readable as DICOM ({detail(err, path)})") from err
     return ds, [re.sub(r"\s+(found )?in file .*$", "", str(w.message)) for w in caught]
 
 
@@ -170,7 +190,7 @@ def check_pixel_data_complete(path: Path, ds: Dataset, geo: Geometry, read_warni
             value = ds.PixelData
             found = sum(1 for _ in generate_frames(value, number_of_frames=geo.frames))
         except Exception as err:
-            raise ReadError(path, f"DICOM compressed pixel data is malformed ({detail(err)})") from err
+            raise ReadError(path, f"DICOM compressed pixel data is malformed ({detail(err, path)})") from err
         if found < geo.frames:
             raise ReadError(path, f"truncated DICOM: {found} of {geo.frames} compressed frames present")
         return
@@ -246,13 +266,19 @@ def iter_dicom_frames(path: Path, cfg: ReaderConfig, root: Path | None = None) -
     else:
         source = path
     produced = 0
-    try:
-        for index, arr in zip(indices, iter_pixels(source, indices=indices, **overrides)):
-            yield make_frame(frame_to_rgb(arr, ds, geo.photometric, cfg.high_bit_depth), index, "dicom")
-            produced += 1
-    except ReadError:
-        raise
-    except Exception as err:  # decoder plugins raise RuntimeError/ValueError/... for bad data
-        raise ReadError(path, f"DICOM pixel data cannot be decoded ({detail(err)})") from err
+    frames = iter_pixels(source, indices=indices, **overrides)
+    for index in indices:
+        try:
+            arr = next(frames, None)
+        except Exception as err:  # decoder plugins raise RuntimeError/ValueError/... for bad data
+            raise ReadError(path, f"DICOM pixel data cannot be decoded ({detail(err, path)})") from err
+        if arr is None:
+            break
+        try:
+            rgb = frame_to_rgb(arr, ds, geo.photometric, cfg.high_bit_depth)
+        except Exception as err:
+            raise ReadError(path, f"DICOM frame {index} cannot be converted to RGB ({detail(err, path)})") from err
+        yield make_frame(rgb, index, "dicom")
+        produced += 1
     if produced < len(indices):
         raise ReadError(path, f"truncated DICOM: decoded {produced} of {len(indices)} requested frames")

@@ -33,11 +33,15 @@ def printable(text: str, limit: int | None = 300) -> str:
     return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
-def detail(err: BaseException, limit: int = 120) -> str:
-    """What a library said about a failure, made safe for a reason: its first line, printable, short
-    (the type name when it said nothing). Always placed after a sentence of ours, in parentheses."""
+def detail(err: BaseException, path: str | Path | None = None, limit: int = 120) -> str:
+    """What a library said about a failure, made safe for a reason: its first line, printable, short, with
+    `path` (which libraries like to repeat in full) shortened to its name; the type name when it said
+    nothing. Always placed after a sentence of ours, in parentheses."""
     lines = str(err).strip().splitlines()
-    return printable(lines[0], limit) if lines else type(err).__name__
+    if not lines:
+        return type(err).__name__
+    text = lines[0] if path is None else lines[0].replace(str(path), Path(path).name)
+    return printable(text, limit)
 
 
 class ReadError(Exception):

@@ -50,7 +50,7 @@ def nifti_header(path: Path) -> tuple[Any, tuple[int, ...], np.dtype]:
         shape = tuple(int(d) for d in image.shape)
         dtype = np.dtype(image.header.get_data_dtype())
     except Exception as err:  # nibabel raises ImageFileError, HeaderDataError, OSError, ...
-        raise ReadError(path, f"not readable as NIfTI ({detail(err)})") from err
+        raise ReadError(path, f"not readable as NIfTI ({detail(err, path)})") from err
     while len(shape) > 3 and shape[-1] == 1:  # e.g. [x, y, z, 1] from tools that always write 4D
         shape = shape[:-1]
     if len(shape) > 3:
@@ -113,5 +113,5 @@ def iter_volume_frames(path: Path, cfg: ReaderConfig, root: Path | None = None) 
         except NoFiniteValues:
             raise ReadError(path, f"slice {k} holds only NaN or infinite values: no picture") from None
         except ValueError as err:
-            raise ReadError(path, f"slice {k} has an unsupported pixel layout ({detail(err)})") from err
+            raise ReadError(path, f"slice {k} has an unsupported pixel layout ({detail(err, path)})") from err
         yield make_frame(rgb, k, "volume")
