@@ -37,7 +37,8 @@ def detail(err: BaseException, path: str | Path | None = None, limit: int = 120)
     """What a library said about a failure, made safe for a reason: its first line, printable, short, with
     `path` (which libraries like to repeat in full) shortened to its name; the type name when it said
     nothing. Always placed after a sentence of ours, in parentheses."""
-    lines = str(err).strip().splitlines()
+    message = err.strerror if isinstance(err, OSError) and err.strerror else str(err)  # no "[Errno 28]"
+    lines = message.strip().splitlines()
     if not lines:
         return type(err).__name__
     text = lines[0] if path is None else lines[0].replace(str(path), Path(path).name)
