@@ -157,6 +157,26 @@ def test_s3_sink_uploads_multipart_and_leaves_no_partial_object(moto_url, tmp_pa
         S3Sink("s3://nobucket/x", S3Config(endpoint_url=moto_url, attempts=1)).prepare()
 
 
+def test_duplicates_across_shards_dropped_on_s3(moto_url, tmp_path):
+    """The build-wide duplicate pass rewrites shards on S3 too (streamed down, uploaded whole)."""
+    paths = write_images(tmp_path / "in", 3, 64, seed=9)
+    (tmp_path / "in/zz").mkdir()
+    (tmp_path / "in/zz/copy.png").write_bytes(paths[0].read_bytes())
+    boto3.client("s3", endpoint_url=moto_url).create_bucket(Bucket="dedup")
+    cfg = BuildConfig.model_validate({"datasets": [{"name": "d", "path": str(tmp_path / "in")}], "salt": SALT,
+                                      "output": "s3://dedup/b", "shard_size": 1, "cleaning": {"enabled": False},
+                                      "s3": {"endpoint_url": moto_url}})
+    report = run_local(cfg)
+    assert report["samples"] == 3 and [d["input"] for d in report["duplicate_samples"]] in (["zz/copy.png"],
+                                                                                          ["scan_0000.png"])
+    sink = open_sink("s3://dedup/b", cfg.s3)
+    manifest = json.loads(sink.get_bytes("manifest.json"))
+    assert sum(s["samples"] for s in manifest["shards"]) == 3
+    for entry in manifest["shards"]:
+        assert hashlib.sha256(sink.get_bytes(entry["name"])).hexdigest() == entry["sha256"]
+    assert run_local(cfg)["shards"]["resumed"] == 4  # the rewritten shard's marker matches its new size
+
+
 def test_endpoint_from_environment_is_fixed_on_the_driver(monkeypatch):
     monkeypatch.setenv(s3mod.ENDPOINT_ENV, "http://127.0.0.1:9")
     assert open_sink("s3://b/p").settings.endpoint_url == "http://127.0.0.1:9"  # workers need not have the env

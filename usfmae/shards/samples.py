@@ -25,7 +25,9 @@ from usfmae.io import Frame, ReaderConfig, content_key, hamming, perceptual_hash
 from .config import DedupConfig
 from .plan import InputRef
 
-SAMPLES_FORMAT = "usfmae-samples/2"  # bump when the bytes written for the same input change (2: gray PNGs)
+# Bump when the bytes written for the same input change, or what done-markers hold (2: gray PNGs;
+# 3: markers account for every input and list the samples written, for the build-wide duplicate pass).
+SAMPLES_FORMAT = "usfmae-samples/3"
 
 
 @dataclass(frozen=True)
