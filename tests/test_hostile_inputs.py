@@ -6,6 +6,7 @@ import faulthandler
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -18,7 +19,8 @@ from usfmae.io import ReaderConfig, ReadError, iter_frames, printable, scan_inpu
 from usfmae.io.intensity import NoFiniteValues, minmax_to_uint8
 
 from conftest import REPO
-from hostile_corpus import IS_ROOT, gzip_zeros, nifti_header, restore_permissions, write_hostile_corpus
+from hostile_corpus import (IS_ROOT, gzip_zeros, mhd_text, nifti_header, png_bytes, restore_permissions, scan_image,
+                            write_hostile_corpus)
 
 GROUPS = ["good", "video", "empty", "truncated", "random", "wrong_content", "dicom_header", "bomb", "nonfinite",
           "names", "long_path", "links", "special", "permissions", "hidden", "metaimage", "duplicates"]
@@ -202,3 +204,58 @@ def test_unreadable_entries_are_reported_not_dropped(tmp_path):
         assert skipped["locked"] == "folder cannot be listed: permission denied"
         assert [p.name for p in scan.inputs] == ["ok.png"]
 
+
+
+PERMISSION_SCRIPT = """
+import json, sys
+from pathlib import Path
+from usfmae.io import ReadError, iter_frames, scan_inputs
+root = Path(sys.argv[1])
+scan = scan_inputs(root)
+out = {s.path: ["skip", s.reason] for s in scan.skipped}
+for path in scan.inputs:
+    try:
+        out[path.relative_to(root).as_posix()] = ["read", sum(1 for _ in iter_frames(path, root=root))]
+    except ReadError as err:
+        out[path.relative_to(root).as_posix()] = ["reject", err.reason]
+print(json.dumps(out))
+"""
+
+
+def unprivileged() -> list[str]:
+    """A command prefix under which permission bits apply: nothing for a normal user; for root, setpriv
+    dropping the capabilities that let root read anything (uid 0 then obeys the bits like anyone)."""
+    if not IS_ROOT:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permission bits cannot be made to apply")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
+
+
+def test_permission_denied_is_a_reason_not_a_crash(tmp_path):
+    """Unreadable files, folders and MetaImage data files (issue 16 items 2 and 7), read by a user the
+    permission bits apply to."""
+    root = tmp_path / "in"
+    (root / "locked").mkdir(parents=True)
+    for rel in ("good.png", "unreadable.png", "locked/scan.png"):
+        (root / rel).write_bytes(png_bytes(scan_image(len(rel))))
+    raw = scan_image(5)[..., 0]
+    (root / "vol.raw").write_bytes(raw.tobytes())
+    (root / "vol.mhd").write_bytes(mhd_text(raw.T.shape, "MET_UCHAR", "vol.raw"))
+    for rel in ("unreadable.png", "vol.raw", "locked"):
+        (root / rel).chmod(0)
+    try:
+        proc = subprocess.run([*unprivileged(), sys.executable, "-c", PERMISSION_SCRIPT, str(root)],
+                              capture_output=True, text=True, timeout=HANG_GUARD_S,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    finally:
+        for rel in ("unreadable.png", "vol.raw", "locked"):
+            (root / rel).chmod(0o755)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout) == {
+        "good.png": ["read", 1],
+        "locked": ["skip", "folder cannot be listed: permission denied"],
+        "unreadable.png": ["reject", "cannot be opened: permission denied"],
+        "vol.mhd": ["reject", "its data file 'vol.raw' cannot be opened: permission denied"],
+        "vol.raw": ["reject", "cannot be opened: permission denied"]}

@@ -24,4 +24,9 @@ def detect_kind(path: str | Path) -> str | None:
         head = read_head(path)
     except OSError:
         return kind_from_extension(path)
+    return kind_of(path, head)
+
+
+def kind_of(path: Path, head: bytes) -> str | None:
+    """The kind of `path` given its first bytes: content first, then extension."""
     return kind_from_content(head) or kind_from_extension(path)

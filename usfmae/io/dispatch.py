@@ -7,11 +7,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from usfmae.io.config import ReaderConfig
-from usfmae.io.detect import detect_kind
+from usfmae.io.detect import kind_of
 from usfmae.io.dicom import iter_dicom_frames
-from usfmae.io.files import check_input
+from usfmae.io.files import check_input, unopenable
 from usfmae.io.frame import Frame, ReadError, printable
 from usfmae.io.images import iter_image_frames
+from usfmae.io.kinds import read_head
 from usfmae.io.video import iter_video_frames
 from usfmae.io.volumes import iter_volume_frames
 
@@ -41,7 +42,11 @@ def iter_frames(path: str | Path, cfg: ReaderConfig | None = None, root: str | P
     cfg = cfg or ReaderConfig()
     root = Path(root) if root is not None else None
     check_input(path, root)
-    kind = detect_kind(path)
+    try:
+        head = read_head(path)
+    except OSError as err:
+        raise ReadError(path, unopenable(err)) from None
+    kind = kind_of(path, head)
     if kind is None:
         raise ReadError(path, "not a supported input (unknown extension and content)")
     try:
