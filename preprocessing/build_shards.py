@@ -27,7 +27,7 @@ from usfmae.registry import DownstreamDatasetError
 from usfmae.shards.build import BuildPlan, finish_build, prepare_build
 from usfmae.shards.config import BuildConfig, load_build_config
 from usfmae.shards.progress import Progress
-from usfmae.shards.writer import ShardResult, write_shard
+from usfmae.shards.writer import ShardResult, named_inputs, write_shard
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -108,7 +108,7 @@ def run_shard_tasks(plan: BuildPlan) -> tuple[list[ShardResult], list[str]]:
     task_cfg = plan.cfg.task
     task = ray.remote(write_shard).options(num_cpus=task_cfg.num_cpus, max_retries=task_cfg.max_retries,
                                            memory=task_cfg.memory_mb * 1024 * 1024 or None)
-    refs = {task.remote(spec, plan.settings, plan.sink): spec.name for spec in plan.pending}
+    refs = {task.remote(spec, plan.settings, plan.sink): spec for spec in plan.pending}
     progress = Progress(len(plan.specs), list(plan.finished.values()))
     print(progress.line(), flush=True)
     results, failures, waiting = [], [], list(refs)
@@ -117,9 +117,12 @@ def run_shard_tasks(plan: BuildPlan) -> tuple[list[ShardResult], list[str]]:
         try:
             results.append(ray.get(done[0]))
             progress.update(results[-1])
-        except ray.exceptions.RayError as err:
-            failures.append(f"{refs[done[0]]}: {err}")
-            print(f"[build] shard {refs[done[0]]} failed: {str(err).splitlines()[-1]}", file=sys.stderr, flush=True)
+        except ray.exceptions.RayError as err:  # the task raised (a ShardError), or its worker died
+            spec = refs[done[0]]
+            last = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            failures.append(f"{spec.name}: {last} [inputs: {named_inputs(spec)}]")
+            print(f"[build] shard {spec.name} failed: {last}\n  its {len(spec.inputs)} input(s): "
+                  f"{named_inputs(spec)}", file=sys.stderr, flush=True)
     return results, failures
 
 
@@ -135,11 +138,12 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         try:
             plan = prepare_build(cfg, ray_map)
-        except (DownstreamDatasetError, FileNotFoundError, ValueError, S3Error) as err:
+        except (DownstreamDatasetError, FileNotFoundError, NotADirectoryError, ValueError, S3Error) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         print(f"[build] {len(plan.inputs)} inputs -> {len(plan.specs)} shards of ~{cfg.shard_size} frames "
-              f"-> {plan.sink.url} ({len(plan.finished)} already done)", flush=True)
+              f"-> {plan.sink.url} ({len(plan.finished)} already done; {len(plan.skipped)} path(s) skipped, "
+              "listed in report.json)", flush=True)
         results, failures = run_shard_tasks(plan)
         if failures:
             print(f"error: {len(failures)} shard task(s) failed; rerun the same command to resume:\n  "
@@ -150,9 +154,10 @@ def main(argv=None) -> int:
         except ReadError as err:  # an unreadable file in a --check-leaks folder; the shards are all done
             print(f"error: leak check failed: {err}", file=sys.stderr)
             return 2
-        print(f"[build] done: {report['samples']} samples in {len(plan.specs)} shards, "
-              f"{len(report['rejected'])} inputs rejected, {report['near_duplicates']} near-duplicate frames "
-              f"dropped -> {plan.sink.url}/manifest.json", flush=True)
+        print(f"[build] done: {report['samples']} samples in {len(plan.specs)} shards from "
+              f"{len(report['read'])} inputs read, {len(report['rejected'])} rejected, {len(report['skipped'])} "
+              f"paths skipped, {report['near_duplicates']} near-duplicate frames and {report['duplicates']} "
+              f"exact duplicates dropped -> {plan.sink.url}/manifest.json", flush=True)
         if report.get("leaks"):
             print(f"error: {len(report['leaks'])} image(s) of {cfg.check_leaks} are in the build "
                   "(see report.json 'leaks')", file=sys.stderr)

@@ -4,8 +4,9 @@
         [--config configs/build_example.yaml] [--set cleaning.mode=reference]
 
 Every input kind the builder reads is accepted (images, video and DICOM cine frames at 3 fps,
-volume slices). Writes {output}/<input path>/<frame>.clean.png, .mask.png, .json and
-{output}/report.json (see usfmae/shards/qa.py). Rejected inputs are listed with their reason.
+volume slices), with the builder's safety rules (only regular files inside --input are opened).
+Writes {output}/<input path>/<frame>.clean.png, .mask.png, .json and {output}/report.json (see
+usfmae/shards/qa.py): every input read (frames) or rejected (reason), every skipped path (reason).
 Exit codes: 0 done (even with rejects), 2 bad arguments or config or no inputs.
 """
 
@@ -39,7 +40,7 @@ def main(argv=None) -> int:
         print(f"error: no inputs under {args.input}", file=sys.stderr)
         return 2
     print(f"[clean] {report['frames']} frames from {report['inputs_seen']} inputs, {len(report['rejected'])} "
-          f"rejected -> {args.output}/report.json", flush=True)
+          f"rejected, {len(report['skipped'])} paths skipped -> {args.output}/report.json", flush=True)
     return 0
 
 

@@ -52,3 +52,17 @@ def ray_cluster(tmp_path_factory):
     """A real local Ray head node on 127.0.0.1; yields the job-submission (dashboard) address."""
     with private_head(tmp_path_factory.mktemp("ray")) as head:
         yield head.jobs
+
+
+def real_us_dir() -> Path | None:
+    """The real ultrasound files (../shared/real_us beside the repository, or $USFMAE_REAL_US), if present."""
+    folder = Path(os.environ.get("USFMAE_REAL_US") or REPO.parent / "shared" / "real_us")
+    return folder if folder.is_dir() else None
+
+
+def real_us_file(name: str) -> Path:
+    """One real ultrasound file, or skip the test saying where it was looked for."""
+    folder = real_us_dir()
+    if folder is None or not (folder / name).is_file():
+        pytest.skip(f"real ultrasound file {name} not found (looked in $USFMAE_REAL_US and {REPO.parent}/shared/real_us)")
+    return folder / name

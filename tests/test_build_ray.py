@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,12 +18,14 @@ from moto.server import ThreadedMotoServer
 
 from usfmae.data import s3 as s3mod
 from usfmae.data.sources import resolve
+from usfmae.io import printable
 from usfmae.shards.build import run_local
 from usfmae.shards.config import BuildConfig, S3Config
 from usfmae.shards.corpus import write_images, write_mixed_corpus
 from usfmae.shards.sink import S3Sink, open_sink
 
 from conftest import BIN, REPO, free_port, private_head, run
+from hostile_corpus import restore_permissions, write_hostile_corpus
 
 BUILD = REPO / "preprocessing/build_shards.py"
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -154,6 +157,26 @@ def test_s3_sink_uploads_multipart_and_leaves_no_partial_object(moto_url, tmp_pa
         S3Sink("s3://nobucket/x", S3Config(endpoint_url=moto_url, attempts=1)).prepare()
 
 
+def test_duplicates_across_shards_dropped_on_s3(moto_url, tmp_path):
+    """The build-wide duplicate pass rewrites shards on S3 too (streamed down, uploaded whole)."""
+    paths = write_images(tmp_path / "in", 3, 64, seed=9)
+    (tmp_path / "in/zz").mkdir()
+    (tmp_path / "in/zz/copy.png").write_bytes(paths[0].read_bytes())
+    boto3.client("s3", endpoint_url=moto_url).create_bucket(Bucket="dedup")
+    cfg = BuildConfig.model_validate({"datasets": [{"name": "d", "path": str(tmp_path / "in")}], "salt": SALT,
+                                      "output": "s3://dedup/b", "shard_size": 1, "cleaning": {"enabled": False},
+                                      "s3": {"endpoint_url": moto_url}})
+    report = run_local(cfg)
+    assert report["samples"] == 3 and [d["input"] for d in report["duplicate_samples"]] in (["zz/copy.png"],
+                                                                                          ["scan_0000.png"])
+    sink = open_sink("s3://dedup/b", cfg.s3)
+    manifest = json.loads(sink.get_bytes("manifest.json"))
+    assert sum(s["samples"] for s in manifest["shards"]) == 3
+    for entry in manifest["shards"]:
+        assert hashlib.sha256(sink.get_bytes(entry["name"])).hexdigest() == entry["sha256"]
+    assert run_local(cfg)["shards"]["resumed"] == 4  # the rewritten shard's marker matches its new size
+
+
 def test_endpoint_from_environment_is_fixed_on_the_driver(monkeypatch):
     monkeypatch.setenv(s3mod.ENDPOINT_ENV, "http://127.0.0.1:9")
     assert open_sink("s3://b/p").settings.endpoint_url == "http://127.0.0.1:9"  # workers need not have the env
@@ -208,3 +231,61 @@ def test_ray_job_submit_to_local_cluster(local_ray, corpus, tmp_path):
     samples = list(wds.WebDataset([str(s.url) for s in resolve(str(tmp_path / "out"))], shardshuffle=False,
                                   empty_check=False))
     assert {json.loads(s["json"])["anatomy"] for s in samples} == {"Heart"}  # from the registry
+
+
+def check_outcomes(report: dict, cases: list, count: str) -> None:
+    """Every case of the hostile corpus is in `report` as promised: read (with `count` frames/samples, or
+    all its samples named as exact duplicates), rejected or skipped with a matching reason."""
+    read = {r["input"]: r for r in report["read"]}
+    rejected = {r["input"]: r["reason"] for r in report["rejected"]}
+    skipped = {r["path"]: r["reason"] for r in report["skipped"]}
+    duplicated = {d["input"] for d in report.get("duplicate_samples", [])}
+    assert report["inputs_seen"] == len(read) + len(rejected)
+    wrong = []
+    for case in cases:
+        rel = printable(case.rel, None)
+        if case.expect == "read":
+            entry = read.get(rel)
+            ok = entry is not None and (case.frames is None or entry["frames"] == case.frames) and (
+                entry[count] >= 1 or rel in duplicated)
+        else:
+            reason = (rejected if case.expect == "reject" else skipped).get(rel)
+            ok = reason is not None and re.search(case.reason, reason) is not None
+        if not ok:
+            wrong.append(f"{case.rel!r}: expected {case.expect}, read {read.get(rel)}, rejected {rejected.get(rel)}, "
+                         f"skipped {skipped.get(rel)}")
+    assert not wrong, "\n".join(wrong)
+    assert len(read) == sum(c.expect == "read" for c in cases) and len(rejected) == sum(c.expect == "reject" for c in cases)
+
+
+@pytest.mark.slow
+def test_hostile_folder_end_to_end(local_ray, tmp_path, capsys):
+    """Issue 16, done when: both tools exit 0 on a folder mixing every hostile case with good scans, every good
+    scan reaches the shards (or is named as an exact duplicate of one that did), every other case is rejected
+    or skipped with its reason, and a rerun of the Ray build changes nothing."""
+    root = tmp_path / "in"
+    cases = write_hostile_corpus(root)
+    try:
+        out = tmp_path / "shards"
+        argv = ["--input", str(root), "--output", str(out), "--shard-size", "10"]
+        assert build_shards.main(argv) == 0
+        report = json.loads((out / "report.json").read_text())
+        check_outcomes(report, cases, "samples")
+        assert report["shards"]["built"] == len(tar_files(out)) > 5
+        shards = resolve(str(out))
+        samples = list(wds.WebDataset([s.url for s in shards], shardshuffle=False, empty_check=False))
+        keys = [s["__key__"] for s in samples]
+        assert len(keys) == len(set(keys)) == report["samples"] == sum(s.samples for s in shards)
+        before = tar_files(out)
+        assert build_shards.main(argv) == 0  # resumed: every shard skipped, the duplicate pass a no-op
+        assert tar_files(out) == before
+        assert json.loads((out / "report.json").read_text())["shards"]["resumed"] == len(before)
+
+        qa = tmp_path / "qa"
+        proc = run([sys.executable, REPO / "preprocessing/clean_images.py", "--input", root, "--output", qa],
+                   timeout=1800)
+        assert "rejected" in proc.stdout
+        check_outcomes(json.loads((qa / "report.json").read_text()), cases, "frames")
+        assert (qa / "report.json~/00000.clean.png").is_file()
+    finally:
+        restore_permissions(root)

@@ -1,6 +1,7 @@
 """preprocessing/clean_images.py: cleaned frame, mask and stats for every frame of every input kind."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -90,3 +91,21 @@ def test_config_file_and_overrides_switch_steps(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert clean_images.main(["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "d")]) == 2
     assert clean_images.main(["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "e")]) == 2
+
+
+def test_an_input_named_like_the_report_and_odd_names(tmp_path):
+    """Issue 16 item 11: an image named report.json at the top of the input no longer crashes the tool;
+    every input is read (frames) or rejected (reason), names that are not UTF-8 included."""
+    paths = write_images(tmp_path / "in", 3, 96, seed=12)
+    paths[0].rename(tmp_path / "in/report.json")
+    paths[1].rename(tmp_path / "in" / os.fsdecode(b"caf\xe9 \n.png"))
+    (tmp_path / "in/.hidden.png").write_bytes(b"x")
+    (tmp_path / "in/empty.png").write_bytes(b"")
+    assert clean_images.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out/report.json").read_text())
+    assert report["inputs_seen"] == len(report["read"]) + len(report["rejected"]) == 4
+    assert sorted(r["input"] for r in report["read"]) == ["caf\\xe9 \\n.png", "report.json", "scan_0002.png"]
+    assert report["rejected"] == [{"input": "empty.png", "reason": "empty file (0 bytes)"}]
+    assert report["skipped"] == [{"path": ".hidden.png", "reason": "hidden file: not read (name starts with '.')"}]
+    assert (tmp_path / "out/report.json~/00000.clean.png").is_file()
+    assert (tmp_path / "out" / os.fsdecode(b"caf\xe9 \n.png") / "00000.mask.png").is_file()

@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 
 from usfmae.io import ReaderConfig, ReadError, detect_kind, iter_frames
+from usfmae.io.kinds import kind_from_content
 from usfmae.io.sampling import indices_for_count, sampled_indices
+
+from conftest import real_us_file
+from hostile_corpus import VIDEO_CONTAINERS
 
 H, W = 48, 64
 
@@ -109,3 +113,51 @@ def test_empty_avi_raises(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(ReadError, match=r"empty\.avi: empty file"):
         list(iter_frames(path))
+
+
+@pytest.mark.parametrize("ext, fourcc", VIDEO_CONTAINERS, ids=[e for e, _ in VIDEO_CONTAINERS])
+def test_every_container_opencv_writes_is_read_by_content(tmp_path, ext, fourcc):
+    """Issue 13: MPEG program/transport streams, Matroska/WebM, ASF/WMV, FLV, MXF, QuickTime... are videos
+    by their first bytes, with or without their extension."""
+    path = tmp_path / f"clip{ext}"
+    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc), 30.0, (W, H))
+    if not writer.isOpened():
+        pytest.skip(f"this OpenCV build cannot write {ext} with {fourcc}")
+    for i in range(30):
+        writer.write(np.full((H, W, 3), 4 * i, np.uint8))
+    writer.release()
+    bare = path.rename(tmp_path / "clip_without_extension")
+    assert detect_kind(bare) == "video"
+    frames = list(iter_frames(bare))
+    assert [f.index for f in frames] == [0, 10, 20]
+    assert all(abs(level(f) - f.index) <= 1 for f in frames)  # lossy codecs: the right frames, near their level
+
+
+@pytest.mark.parametrize("head", [b"\x00\x00\x01\xba", b"\x1a\x45\xdf\xa3", bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c"),
+                                  b"OggS\x00", b"FLV\x01", b"RIFF\x00\x00\x00\x00AVI ", b"\x00\x00\x00\x18ftypmp42"])
+def test_container_signatures(head):
+    assert kind_from_content(head + bytes(600)) == "video"
+
+
+def test_mpeg_transport_stream_needs_three_sync_bytes():
+    packets = bytearray(600)
+    packets[0] = packets[188] = packets[376] = 0x47
+    assert kind_from_content(bytes(packets)) == "video"
+    packets[376] = 0
+    assert kind_from_content(bytes(packets)) is None
+
+
+def test_text_named_like_a_video_never_reaches_ffmpeg(tmp_path):
+    """FFmpeg follows playlists and concat scripts: a text file with a video name is refused by content."""
+    path = tmp_path / "playlist.avi"
+    path.write_text("#EXTM3U\n#EXTINF:1,\n/etc/passwd\n#EXT-X-ENDLIST\n")
+    with pytest.raises(ReadError, match=r"playlist\.avi: not a decodable video \(its content is not a known video"):
+        list(iter_frames(path))
+
+
+def test_real_mpeg2_program_stream():
+    """The MPEG-2 program stream of issue 13 (280 frames at 25 fps, 370x370): 3 fps keeps every 8-9th frame."""
+    path = real_us_file("covidus__Reg_pat1Image_132943.mpeg")
+    frames = list(iter_frames(path))
+    assert len(frames) == 34 and frames[0].image.shape == (370, 370, 3)
+    assert [f.index for f in frames[:4]] == [0, 8, 17, 25]

@@ -78,15 +78,23 @@ def test_nifti_time_series_refused(tmp_path):
         list(iter_frames(path))
 
 
-@pytest.mark.parametrize("name, reason", [("cut.nii", "truncated NIfTI"),
-                                          ("cut.nii.gz", "compressed NIfTI cannot be read")])
-def test_truncated_nifti_raises_before_any_slice(tmp_path, name, reason):
-    path = write_nifti(tmp_path / name, np.random.default_rng(0).integers(0, 255, (64, 64, 16), dtype=np.uint8))
+def test_truncated_nifti_raises_before_any_slice(tmp_path):
+    path = write_nifti(tmp_path / "cut.nii", np.random.default_rng(0).integers(0, 255, (64, 64, 16), dtype=np.uint8))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     frames = iter_frames(path)
-    with pytest.raises(ReadError, match=rf"cut\.nii(\.gz)?: {reason}"):
+    with pytest.raises(ReadError, match=r"cut\.nii: truncated NIfTI"):
         next(frames)
+
+
+def test_truncated_nifti_gz_raises_at_the_cut(tmp_path):
+    """.nii.gz is inflated slice by slice (bounded memory), so the cut is found where it is: the slices
+    before it were read, and the error rejects the whole input (iter_frames' contract)."""
+    path = write_nifti(tmp_path / "cut.nii.gz", np.random.default_rng(0).integers(0, 255, (64, 64, 16), dtype=np.uint8))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ReadError, match=r"cut\.nii\.gz: compressed data is corrupt or cut short in slice (\d+)"):
+        list(iter_frames(path))
 
 
 def test_corrupt_nifti_raises(tmp_path):

@@ -111,7 +111,7 @@ def image_bytes(parts: dict[str, bytes]) -> bytes | None:
 
 def inspect_shards(spec: str, n_picks: int = 16, seed: int = 0, endpoint_url: str | None = None) -> Inspection:
     """Count every shard of `spec` (dir, manifest, glob or s3:// prefix) and reservoir-sample `n_picks`."""
-    listed = sources.resolve(spec, endpoint_url)
+    listed = sources.resolve(spec, endpoint_url, require_manifest=False)  # inspecting an unfinished build is fine
     manifest = read_manifest_if_any(spec, endpoint_url)
     rng = random.Random(seed)
     picks: list[Pick] = []

@@ -2,7 +2,13 @@
 
 A spec is a directory or s3:// prefix holding a `manifest.json` (what preprocessing/build_shards.py
 writes), a manifest file itself, or a local glob / brace pattern of .tar files (counted by reading
-their tar headers when no manifest is present).
+their tar headers).
+
+A build folder is read only through its manifest, and only the shards the manifest lists: the builder
+writes manifest.json last, so a folder without one is an unfinished or failed build, and its tars
+(possibly next to stale ones of an earlier plan) are refused unless the caller says otherwise
+(`require_manifest=False`, or an explicit glob such as 'dir/*.tar'). A manifest must be complete:
+every entry a plain file name in the folder with a sample count, and (locally) every listed tar present.
 """
 
 import glob
@@ -29,14 +35,24 @@ def _is_s3(spec: str) -> bool:
 
 
 def read_manifest(url: str, endpoint_url: str | None = None) -> dict:
-    """Load a manifest.json from a local path or s3:// URL."""
+    """Load and validate a manifest.json from a local path or s3:// URL."""
     try:
         raw = s3.read_bytes(url, endpoint_url) if _is_s3(url) else Path(url).read_bytes()
         manifest = json.loads(raw)
-    except (OSError, json.JSONDecodeError, s3.S3Error) as e:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, s3.S3Error) as e:
         raise ValueError(f"cannot read shard manifest {url}: {e}") from None
-    if not isinstance(manifest, dict) or "shards" not in manifest:
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
         raise ValueError(f"{url} is not a usfmae shard manifest (no 'shards' list)")
+    if not str(manifest.get("format", "usfmae-shards/")).startswith("usfmae-shards/"):
+        raise ValueError(f"{url}: unknown manifest format {manifest.get('format')!r}")
+    for i, entry in enumerate(manifest["shards"]):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        samples = entry.get("samples") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise ValueError(f"{url}: shard entry {i} has no plain file name ({name!r}); a manifest lists "
+                             "only shards in its own folder")
+        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
+            raise ValueError(f"{url}: shard {name} has no valid sample count ({samples!r})")
     return manifest
 
 
@@ -46,7 +62,12 @@ def _join(base: str, name: str) -> str:
 
 def _from_manifest(url: str, endpoint_url: str | None) -> list[Shard]:
     base = url.rsplit("/", 1)[0] if _is_s3(url) else str(Path(url).parent)
-    return [Shard(_join(base, s["name"]), int(s["samples"])) for s in read_manifest(url, endpoint_url)["shards"]]
+    shards = [Shard(_join(base, s["name"]), s["samples"]) for s in read_manifest(url, endpoint_url)["shards"]]
+    missing = [s.url for s in shards if not _is_s3(s.url) and not Path(s.url).is_file()]
+    if missing:
+        raise ValueError(f"{url} lists {len(missing)} shard(s) that are not there, e.g. {missing[:3]}: "
+                         "the folder is incomplete (rerun the build that wrote it)")
+    return shards
 
 
 def count_tar_samples(path: str) -> int:
@@ -59,8 +80,8 @@ def count_tar_samples(path: str) -> int:
     return len(keys)
 
 
-def resolve(spec: str, endpoint_url: str | None = None) -> list[Shard]:
-    """One spec -> its shards, in a stable order."""
+def resolve(spec: str, endpoint_url: str | None = None, require_manifest: bool = True) -> list[Shard]:
+    """One spec -> its shards, in a stable order (module docstring for the manifest rules)."""
     if _is_s3(spec):
         url = spec if spec.endswith(".json") else _join(spec, MANIFEST)
         return _from_manifest(url, endpoint_url)
@@ -68,6 +89,10 @@ def resolve(spec: str, endpoint_url: str | None = None) -> list[Shard]:
     if p.is_dir():
         if not (p / MANIFEST).is_file():
             tars = sorted(str(t) for t in p.glob("*.tar"))
+            if require_manifest:
+                raise ValueError(f"shard directory {p} has no {MANIFEST}: the build that wrote it did not finish "
+                                 f"(or it is not a build folder; {len(tars)} .tar file(s) there). Rerun the build, "
+                                 f"or name the tars explicitly (e.g. '{p}/*.tar') to read them anyway")
             if not tars:
                 raise ValueError(f"shard directory {p} has no {MANIFEST} and no .tar files")
             return [Shard(t, count_tar_samples(t)) for t in tars]

@@ -25,7 +25,16 @@ class ReaderConfig(BaseModel):
     volume_axis: int = Field(
         2, ge=0, le=2, description="Axis (x=0, y=1, z=2 in file order) that 3D volumes are sliced along.")
     volume_stride: int = Field(1, ge=1, description="Keep every n-th slice of a volume.")
-    max_pixels: int = Field(100_000_000, gt=0, description="Refuse any frame with more pixels than this (H*W).")
+    max_pixels: int = Field(100_000_000, gt=0, description="Refuse any frame with more pixels than this (H*W), "
+                            "from the declared size in the file's header, before decoding.")
+    max_decoded_mb: int = Field(
+        1024, gt=0,
+        description="Largest block of decoded pixel data held in memory at once, MiB: one frame, page or volume "
+                    "slice (rows x columns x channels x bytes per sample), or a whole volume when it must be "
+                    "decompressed in one piece (.nii.gz or compressed MetaImage sliced along x or y). Checked "
+                    "from the header before decoding; decompression stops at the declared size. Image files "
+                    "larger than this are refused too (they are read whole). Keep it well under "
+                    "task.memory_mb of a build.")
     high_bit_depth: Literal["minmax", "shift"] = Field(
         "minmax",
         description="How >8-bit images and DICOM become uint8: 'minmax' stretches each frame's own range "

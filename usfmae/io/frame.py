@@ -24,16 +24,39 @@ class Frame:
     original_size: tuple[int, int]  # (H, W)
 
 
-class ReadError(Exception):
-    """An input that cannot be turned into frames: corrupt, truncated, empty, wrong type, too large.
+def printable(text: str, limit: int | None = 300) -> str:
+    """`text` as readable one-line text: undecodable bytes (of file names) as \\xNN, control characters
+    escaped, cut at `limit` characters (None: never, for paths). Reasons and names in reports and logs
+    go through it."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
-    The message always starts with the file name so a rejected-file report needs nothing else.
+
+def detail(err: BaseException, path: str | Path | None = None, limit: int = 120) -> str:
+    """What a library said about a failure, made safe for a reason: its first line, printable, short, with
+    `path` (which libraries like to repeat in full) shortened to its name; the type name when it said
+    nothing. Always placed after a sentence of ours, in parentheses."""
+    message = err.strerror if isinstance(err, OSError) and err.strerror else str(err)  # no "[Errno 28]"
+    lines = message.strip().splitlines()
+    if not lines:
+        return type(err).__name__
+    text = lines[0] if path is None else lines[0].replace(str(path), Path(path).name)
+    return printable(text, limit)
+
+
+class ReadError(Exception):
+    """An input that cannot be turned into frames: corrupt, truncated, empty, wrong type, too large,
+    not a regular file, outside the input folder.
+
+    `reason` is a readable sentence (printable, one line); the message starts with the file name so a
+    rejected-file report needs nothing else. `path` is the path as given (for callers, not for display).
     """
 
     def __init__(self, path: str | Path, reason: str):
         self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        self.reason = printable(reason)
+        super().__init__(f"{printable(self.path, None)}: {self.reason}")
 
 
 def make_frame(image: np.ndarray, index: int, kind: str) -> Frame:

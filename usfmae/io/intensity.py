@@ -1,18 +1,51 @@
-"""Bring any decoded pixel array to [H, W, 3] uint8 RGB."""
+"""Bring any decoded pixel array to [H, W, 3] uint8 RGB.
+
+Float data may hold NaN or infinity (masked voxels of a resampled volume, failed reconstructions). They
+never set the intensity range: the range is that of the finite values, NaN and -inf become 0 and +inf
+becomes 255. An array with no finite value at all raises NoFiniteValues (readers reject the input).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 
+class NoFiniteValues(ValueError):
+    """Every value of a float array is NaN or infinite: there is no picture to stretch."""
+
+
+def finite_range(arr: np.ndarray) -> tuple[float, float, np.ndarray | None]:
+    """(lo, hi, mask of finite values or None when all are finite) of a float array."""
+    finite = np.isfinite(arr)
+    if finite.all():
+        return float(arr.min()), float(arr.max()), None
+    if not finite.any():
+        raise NoFiniteValues(f"holds only NaN or infinite values ({arr.size} values)")
+    values = arr[finite]
+    return float(values.min()), float(values.max()), finite
+
+
 def minmax_to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Stretch the array's own [min, max] to [0, 255]; a constant array becomes zeros."""
+    """Stretch the array's own [min, max] to [0, 255]; a constant array becomes zeros (module docstring
+    for NaN and infinity)."""
     arr = np.asarray(arr)
-    lo, hi = float(arr.min()), float(arr.max())
+    finite = None
+    if arr.dtype.kind == "f":
+        lo, hi, finite = finite_range(arr)
+    else:
+        lo, hi = float(arr.min()), float(arr.max())
     if hi <= lo:
-        return np.zeros(arr.shape, np.uint8)
-    scaled = (arr.astype(np.float32) - lo) * (255.0 / (hi - lo))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        out = np.zeros(arr.shape, np.uint8)
+    else:
+        scale = 127.5 / (hi / 2 - lo / 2)  # == 255 / (hi - lo), without overflow for float extremes
+        work = np.float64 if arr.dtype.itemsize >= 8 else np.float32
+        with np.errstate(invalid="ignore", over="ignore"):
+            scaled = (arr.astype(work) - lo) * scale
+        out = np.clip(np.nan_to_num(np.rint(scaled), nan=0.0), 0, 255).astype(np.uint8)
+    if finite is not None:
+        out[~finite & (arr > 0)] = 255  # +inf; NaN and -inf are 0 already
+        out[~finite & ~(arr > 0)] = 0
+    return out
 
 
 def to_uint8(arr: np.ndarray, mode: str = "minmax") -> np.ndarray:

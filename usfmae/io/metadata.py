@@ -30,7 +30,8 @@ def source_hash(relative_path: str, salt: str) -> str:
     if not salt:
         raise ValueError("source_hash needs a non-empty salt: an unsalted path hash can be reversed by guessing")
     normalised = relative_path.replace("\\", "/").lstrip("/")
-    return hmac.new(salt.encode(), normalised.encode(), hashlib.sha256).hexdigest()[:KEY_HEX_CHARS]
+    name = normalised.encode("utf-8", "surrogateescape")  # file names need not be UTF-8: hash their bytes
+    return hmac.new(salt.encode(), name, hashlib.sha256).hexdigest()[:KEY_HEX_CHARS]
 
 
 def perceptual_hash(image: np.ndarray) -> int:

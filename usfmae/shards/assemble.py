@@ -10,24 +10,29 @@ its start-up over many stills). An input is handed back once it is fully read an
 cleaned. A read error at any frame (a truncated cine raises after its readable frames) rejects the
 whole input: its queued frames are dropped and none of its samples are kept.
 
+Any exception while an input is read, deduplicated, cleaned or encoded rejects that input alone with a
+readable reason (the original is logged): one malformed file never fails its shard.
+
 Batches depend only on the shard's inputs and their order, so a rebuilt shard is byte-identical.
 Memory: at most `cleaning_batch` decoded frames plus the encoded samples of inputs not yet handed back.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-import cv2
-
 from usfmae.cleaning import clean_image, clean_images
 from usfmae.io import Frame, ReadError, iter_frames, source_hash
+from usfmae.io.frame import detail
 
 from .plan import InputRef
 from .samples import FrameSettings, InputOutcome, NearDuplicates, Sample, make_sample
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -61,21 +66,23 @@ def clean_batch(batch: list[QueuedFrame], settings: FrameSettings) -> None:
     If the batch call fails on bad pixels, frames are cleaned one by one so that only the input
     holding the offending frame is rejected.
     """
-    sources = [f"{q.owner.ref.relpath} frame {q.frame.index}" for q in batch]
+    sources = [f"{q.owner.ref.name} frame {q.frame.index}" for q in batch]
     start = time.perf_counter()
     try:
         results = clean_images([q.frame.image for q in batch], settings.cleaning, sources)
-    except (ValueError, cv2.error):
+    except Exception:  # bad pixels somewhere in the batch: find the input by cleaning frame by frame
         results = None
     for i, q in enumerate(list(batch)):
         if q.owner.outcome.reject is not None:
             continue
         try:
             cleaned = results[i] if results is not None else clean_image(q.frame.image, settings.cleaning, sources[i])
-        except (ValueError, cv2.error) as err:
-            reject(q.owner, f"cleaning failed ({type(err).__name__}: {err})", batch)
+            sample = make_sample(q.owner.ref, q.frame, q.owner.source, cleaned, settings.image_size)
+        except Exception as err:
+            log.warning("%s: cleaning failed", sources[i], exc_info=True)
+            reject(q.owner, f"cleaning failed on frame {q.frame.index} ({detail(err)})", batch)
             continue
-        q.owner.samples[q.position] = make_sample(q.owner.ref, q.frame, q.owner.source, cleaned, settings.image_size)
+        q.owner.samples[q.position] = sample
         q.owner.queued -= 1
     seconds = time.perf_counter() - start
     for q in batch:
@@ -88,7 +95,7 @@ def read_input(item: PendingInput, batch: list[QueuedFrame], settings: FrameSett
     repeats = NearDuplicates(settings.dedup.max_distance)
     compare = settings.dedup.near_duplicates
     try:
-        for frame in iter_frames(item.ref.path, settings.reader):
+        for frame in iter_frames(item.ref.path, settings.reader, root=item.ref.root):
             item.outcome.frames_read += 1
             if compare and frame.kind in settings.dedup.kinds and repeats.seen(frame.image):
                 item.outcome.near_duplicates += 1
@@ -101,6 +108,9 @@ def read_input(item: PendingInput, batch: list[QueuedFrame], settings: FrameSett
                     return
     except ReadError as err:
         reject(item, err.reason, batch)
+    except Exception as err:  # outside the reader (dedup hash, a cleaning batch): still this input only
+        log.warning("%s: unexpected %s", item.ref.name, type(err).__name__, exc_info=True)
+        reject(item, f"failed while being processed ({type(err).__name__}); see the shard task's log", batch)
     finally:
         item.read_done = True
 

@@ -33,7 +33,8 @@ class DatasetSource(_Strict):
     name: str = Field(..., min_length=1, description="Dataset name (matched against the registry, e.g. "
                       "'EchoNet-Dynamic'; downstream datasets are refused unless force_downstream).")
     path: str = Field(..., min_length=1, description="Local folder holding the dataset's files (searched "
-                      "recursively; hidden files and MetaImage data files are skipped).")
+                      "recursively; only regular files inside it are read; hidden files, links to folders and "
+                      "MetaImage data files are skipped and listed in the report).")
     anatomy: str | None = Field(None, description="Anatomy recorded in each sample's metadata; null takes "
                                 "the registry's value, or 'unspecified' for datasets not in the registry.")
 
@@ -41,8 +42,9 @@ class DatasetSource(_Strict):
 class DedupConfig(_Strict):
     """Dropping repeated frames before they are cleaned (saves the cleaning time too).
 
-    Exact repeats within a shard (same stored pixels, so the same key) are always dropped and
-    counted: WebDataset groups tar members by key, so a repeated key would corrupt the sample.
+    Exact repeats (same stored pixels, so the same key) are always dropped build-wide, wherever they land,
+    and each is named in the report: WebDataset groups tar members by key, so a repeated key would corrupt
+    the sample, and a repeat in another shard would weigh one picture twice (usfmae/shards/dedup.py).
     """
 
     near_duplicates: bool = Field(True, description="Drop frames of one input whose perceptual hash (64-bit "

@@ -14,7 +14,9 @@ import cv2
 import nibabel as nib
 import pydicom
 
-from usfmae.io import ReaderConfig, detect_kind
+from usfmae.io import ReaderConfig, ReadError, detect_kind
+from usfmae.io.files import check_input
+from usfmae.io.video import open_capture
 
 HEADER_BYTES = 8192  # a MetaImage text header fits easily
 
@@ -27,11 +29,8 @@ def kept_count(n_frames: int, source_fps: float | None, target_fps: float) -> in
 
 
 def video_estimate(path: Path, cfg: ReaderConfig) -> int:
-    cap = cv2.VideoCapture(str(path))
-    try:
+    with open_capture(path) as cap:
         n, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), cap.get(cv2.CAP_PROP_FPS)
-    finally:
-        cap.release()
     return kept_count(n, fps if 0 < fps <= 1000 else cfg.fallback_source_fps, cfg.video_fps)
 
 
@@ -60,9 +59,16 @@ def volume_estimate(path: Path, cfg: ReaderConfig) -> int:
 ESTIMATORS = {"video": video_estimate, "dicom": dicom_estimate, "volume": volume_estimate}
 
 
-def estimate_frames(path: str | Path, cfg: ReaderConfig) -> int:
-    """Frames the readers will probably yield for `path` (images 1, cines and volumes from their header)."""
+def estimate_frames(path: str | Path, cfg: ReaderConfig, root: str | Path | None = None) -> int:
+    """Frames the readers will probably yield for `path` (images 1, cines and volumes from their header).
+
+    Files the readers would refuse to open (not regular, outside `root`) count 1 without being opened.
+    """
     path = Path(path)
+    try:
+        check_input(path, root)
+    except ReadError:
+        return 1
     kind = detect_kind(path)
     if kind not in ESTIMATORS:
         return 1

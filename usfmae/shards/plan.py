@@ -18,23 +18,28 @@ from pathlib import Path
 
 import numpy as np
 
-from usfmae.io import list_inputs
+from usfmae.io import printable, scan_inputs
 
 from .config import DatasetSource
 
 
 @dataclass(frozen=True)
 class InputRef:
-    """One input file. `relpath` (POSIX, relative to `root`) is what reports name and sources hash."""
+    """One input file. `relpath` (POSIX, relative to `root`) is what sources hash; reports show `name`."""
 
     dataset: str
     anatomy: str
     root: str
-    relpath: str
+    relpath: str  # exact (file names need not be UTF-8: undecodable bytes are kept as surrogates)
 
     @property
     def path(self) -> Path:
         return Path(self.root) / self.relpath
+
+    @property
+    def name(self) -> str:
+        """The relative path as printable text, for reports and logs."""
+        return printable(self.relpath, None)
 
 
 @dataclass(frozen=True)
@@ -47,19 +52,23 @@ class ShardSpec:
     fingerprint: str
 
 
-def gather_inputs(datasets: list[DatasetSource], anatomies: dict[str, str]) -> list[InputRef]:
-    """Every input file of every dataset folder, in dataset order then relative path order.
+def gather_inputs(datasets: list[DatasetSource], anatomies: dict[str, str]) -> tuple[list[InputRef], list[dict]]:
+    """(every input file of every dataset folder, in dataset order then relative path order; the paths
+    left out with the reason: [{"dataset", "path", "reason"}]).
 
-    Unsupported files are kept: shard tasks reject them with a reason, so nothing vanishes silently.
+    Unsupported files, links and special files are kept: shard tasks reject them with a reason, so
+    nothing vanishes silently (usfmae/io/walk.py says what is left out and why).
     """
-    inputs = []
+    inputs, skipped = [], []
     for source in datasets:
         root = Path(source.path)
         if not root.is_dir():
             raise FileNotFoundError(f"dataset {source.name!r}: input folder not found: {root}")
-        for path in list_inputs(root):
+        scan = scan_inputs(root)
+        for path in scan.inputs:
             inputs.append(InputRef(source.name, anatomies[source.name], str(root), path.relative_to(root).as_posix()))
-    return inputs
+        skipped += [{"dataset": source.name, "path": s.path, "reason": s.reason} for s in scan.skipped]
+    return inputs, skipped
 
 
 def shard_fingerprint(name: str, inputs: tuple[InputRef, ...], settings_digest: str) -> str:

@@ -3,9 +3,17 @@
 manifest.json (what loaders read, via usfmae.data.sources.resolve; deterministic for a given plan):
     {"format": "usfmae-shards/1", "image_size": 224, "total_samples": N, "datasets": {name: samples},
      "shards": [{"name": "shard-000000.tar", "samples": n, "bytes": b, "sha256": "..."}, ...]}
-report.json (for people; holds relative input paths of rejects, so keep it with the build, not the model):
-    inputs_seen, samples, rejected [{"dataset", "input", "reason"}], per_dataset counts, near_duplicates,
-    duplicates, shards built/resumed, leaks (if checked), timings.
+report.json (for people; holds relative input paths, so keep it with the build, not the model):
+    inputs_seen        every file entry found under the dataset folders; inputs_seen = len(read) + len(rejected)
+    read               [{"dataset", "input", "samples", "frames", "near_duplicates"}]: samples stored from it
+    rejected           [{"dataset", "input", "reason"}]: not read at all, with a readable reason
+    skipped            [{"dataset", "path", "reason"}]: not inputs (hidden, unlistable folders, links to
+                       folders, over-long paths, MetaImage data files read through their header)
+    duplicate_samples  [{"dataset", "input", "index", "duplicate_of": {"dataset", "input", "index"}}]: exact
+                       repeats of a stored picture, dropped build-wide (the copy kept is named)
+    samples, per_dataset counts, frames_read, near_duplicates (cine frames), duplicates (count),
+    shards built/resumed, stale_shards (removed tars of an earlier plan, other .tar files left), leaks
+    (if checked), timings.
 """
 
 from __future__ import annotations
@@ -40,21 +48,29 @@ def make_manifest(results: list[ShardResult], image_size: int) -> dict:
             "shards": [r.manifest_entry() for r in ordered]}
 
 
+def by_input(entry: dict) -> tuple:
+    return entry["dataset"], entry.get("input", entry.get("path")), entry.get("index", 0)
+
+
 def make_report(results: list[ShardResult], inputs_seen: int, resumed: set[str], seconds: float,
-                salt_ephemeral: bool, leaks: list[dict] | None = None) -> dict:
+                salt_ephemeral: bool, leaks: list[dict] | None = None, skipped: list[dict] | None = None,
+                stale: dict | None = None) -> dict:
     """`resumed`: names of shards finished by an earlier run (their timings are not this run's)."""
     totals = dataset_totals(results)
-    rejected = sorted((rj for r in results for rj in r.rejects), key=lambda rj: (rj["dataset"], rj["input"]))
     built = [r for r in results if r.name not in resumed]
     report = {
         "inputs_seen": inputs_seen,
         "samples": sum(r.samples for r in results),
-        "rejected": rejected,
+        "read": sorted((rd for r in results for rd in r.reads), key=by_input),
+        "rejected": sorted((rj for r in results for rj in r.rejects), key=by_input),
+        "skipped": sorted(skipped or [], key=by_input),
+        "duplicate_samples": sorted((d for r in results for d in r.duplicates), key=by_input),
         "per_dataset": {name: asdict(c) for name, c in totals.items()},
         "frames_read": sum(c.frames_read for c in totals.values()),
         "near_duplicates": sum(c.near_duplicates for c in totals.values()),
         "duplicates": sum(c.duplicates for c in totals.values()),
         "shards": {"total": len(results), "built": len(built), "resumed": len(results) - len(built)},
+        "stale_shards": stale or {"removed": [], "left": []},
         "seconds": round(seconds, 3),
         "shard_task_seconds": round(sum(r.seconds for r in built), 3),
         "cleaning_seconds": round(sum(r.cleaning_seconds for r in built), 3),
@@ -63,6 +79,16 @@ def make_report(results: list[ShardResult], inputs_seen: int, resumed: set[str],
     if leaks is not None:
         report["leaks"] = leaks
     return report
+
+
+def check_accounting(report: dict) -> None:
+    """Every input seen is read or rejected (each shard reports each of its inputs once); stored samples add
+    up. RuntimeError otherwise (a bug: the report would hide an input)."""
+    if len(report["read"]) + len(report["rejected"]) != report["inputs_seen"]:
+        raise RuntimeError(f"report accounting broken: {report['inputs_seen']} inputs seen, {len(report['read'])} "
+                           f"read + {len(report['rejected'])} rejected")
+    if sum(e["samples"] for e in report["read"]) != report["samples"]:
+        raise RuntimeError("report accounting broken: samples per input do not add up to the samples stored")
 
 
 def check_leaks(eval_dirs: list[str], results: list[ShardResult], reader: ReaderConfig) -> list[dict]:

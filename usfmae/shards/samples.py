@@ -25,7 +25,9 @@ from usfmae.io import Frame, ReaderConfig, content_key, hamming, perceptual_hash
 from .config import DedupConfig
 from .plan import InputRef
 
-SAMPLES_FORMAT = "usfmae-samples/2"  # bump when the bytes written for the same input change (2: gray PNGs)
+# Bump when the bytes written for the same input change, or what done-markers hold (2: gray PNGs;
+# 3: markers account for every input and list the samples written, for the build-wide duplicate pass).
+SAMPLES_FORMAT = "usfmae-samples/3"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Sample:
     png: bytes
     meta: bytes  # JSON, sorted keys
     source_key: str  # content_key of the frame as read (before cleaning), for leak checks; not stored in shards
+    index: int  # frame / slice index in its input (reports name duplicates by input and index)
 
 
 @dataclass
@@ -109,4 +112,4 @@ def make_sample(ref: InputRef, frame: Frame, source: str, cleaned: CleanResult, 
     """A cleaned frame -> its stored sample: resized [S, S, 3], PNG, metadata, keys."""
     small = resize_square(cleaned.image, image_size)  # [S, S, 3] uint8
     meta = sample_metadata(ref, frame.kind, frame.index, frame.original_size, source, cleaned.stats)
-    return Sample(content_key(small), encode_png(small), meta, content_key(frame.image))
+    return Sample(content_key(small), encode_png(small), meta, content_key(frame.image), frame.index)

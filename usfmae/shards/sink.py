@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from usfmae.data.s3 import ENDPOINT_ENV, list_objects, s3_client, split_s3_url, with_retries
 
@@ -83,12 +84,17 @@ class LocalSink:
         path = Path(self.root) / name
         return path.stat().st_size if path.is_file() else None
 
-    def list(self, folder: str) -> list[str]:
-        """Names (relative to the sink) of the visible files directly in `folder`, sorted."""
+    def list(self, folder: str = "") -> list[str]:
+        """Names (relative to the sink) of the visible files directly in `folder` ('' = the top), sorted."""
         base = Path(self.root) / folder
         if not base.is_dir():
             return []
-        return sorted(f"{folder}/{p.name}" for p in base.iterdir() if p.is_file() and not p.name.startswith("."))
+        prefix = f"{folder}/" if folder else ""
+        return sorted(f"{prefix}{p.name}" for p in base.iterdir() if p.is_file() and not p.name.startswith("."))
+
+    def open_read(self, name: str) -> BinaryIO:
+        """A binary stream of `name` (read to the end, then closed by the caller)."""
+        return (Path(self.root) / name).open("rb")
 
 
 @dataclass(frozen=True)
@@ -168,9 +174,16 @@ class S3Sink:
 
         return with_retries(f"checking {self.url}/{name}", head, self.settings.attempts)
 
-    def list(self, folder: str) -> list[str]:
-        urls = list_objects(f"{self.url}/{folder}/", self.settings.endpoint_url)
-        return sorted(u[len(self.url) + 1:] for u in urls if "/" not in u[len(self.url) + len(folder) + 2:])
+    def list(self, folder: str = "") -> list[str]:
+        base = f"{self.url}/{folder}/" if folder else f"{self.url}/"
+        urls = list_objects(base, self.settings.endpoint_url)
+        return sorted(u[len(self.url) + 1:] for u in urls if "/" not in u[len(base):])
+
+    def open_read(self, name: str) -> BinaryIO:
+        bucket, key = self._key(name)
+        client = self._client()
+        return with_retries(f"reading {self.url}/{name}", lambda: client.get_object(Bucket=bucket, Key=key)["Body"],
+                            self.settings.attempts)
 
 
 def open_sink(output: str, s3: S3Config | None = None) -> LocalSink | S3Sink:
