@@ -9,7 +9,7 @@ import yaml
 from PIL import Image
 from pydantic import ValidationError
 
-from usfmae.io import content_key, iter_frames
+from usfmae.io import ReadError, content_key, iter_frames
 from usfmae.registry import (
     DEFAULT_REGISTRY_PATH, DownstreamDatasetError, Registry, check_pretrain_allowed, find_leaks, load_registry,
 )
@@ -88,3 +88,13 @@ def test_find_leaks_reports_a_planted_duplicate(tmp_path):
     assert [(leak.relative_path, leak.index, leak.key) for leak in leaks] == [
         ("benign/case_9.bmp", 0, content_key(images[1]))]
     assert find_leaks(evaluation, set()) == []
+
+
+def test_find_leaks_never_reads_through_a_link_out_of_the_evaluation_folder(tmp_path):
+    outside = tmp_path / "elsewhere.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(outside)
+    evaluation = tmp_path / "eval"
+    evaluation.mkdir()
+    (evaluation / "case_1.png").symlink_to(outside)
+    with pytest.raises(ReadError, match="outside"):
+        find_leaks(evaluation, {content_key(np.zeros((16, 16, 3), np.uint8))})

@@ -135,7 +135,7 @@ def find_leaks(eval_dir: str | Path, build_keys: Iterable[str] | set[str],
     for path in list_inputs(eval_dir):
         if detect_kind(path) is None:
             continue
-        for frame in iter_frames(path, cfg):
+        for frame in iter_frames(path, cfg, root=eval_dir):  # links out of the folder are not followed
             key = content_key(frame.image)
             if key in keys:
                 leaks.append(Leak(path.relative_to(eval_dir).as_posix(), frame.index, key))
