@@ -16,7 +16,7 @@ from shardutil import make_shards
 def test_compiled_pretraining_trains_and_exports_plain_weights(tmp_path):
     shards = make_shards(tmp_path / "b", [40])
     # aot_eager: Dynamo graph capture + AOTAutograd forward/backward, without Inductor's minutes of C++ codegen
-    run([BIN / "usfmae", "pretrain", "--config", REPO / "configs/pretrain_tiny.yaml", "--shards", shards,
+    run([BIN / "usfmae", "pretrain", "--cpu", "--config", REPO / "configs/pretrain_tiny.yaml", "--shards", shards,
          "--output", tmp_path / "run", "--max-steps", "3", "--set", "logging.every_steps=1",
          "--set", "deepspeed.compile=true", "--set", "deepspeed.compile_backend=aot_eager"])
     steps = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]

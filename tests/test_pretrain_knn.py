@@ -18,7 +18,7 @@ KNN_KEYS = {"knn/knn_accuracy", "knn/knn_macro_f1", "knn/linear_accuracy", "knn/
 
 
 def pretrain_args(shards, out, labeled, steps=4):
-    return ["--config", REPO / "configs/pretrain_tiny.yaml", "--shards", shards, "--output", out,
+    return ["--cpu", "--config", REPO / "configs/pretrain_tiny.yaml", "--shards", shards, "--output", out,
             "--max-steps", str(steps), "--set", "deepspeed.micro_batch_size=8", "--set", "logging.every_steps=1",
             "--set", "logging.knn_every=3", "--set", f"logging.knn_data={labeled}",
             "--set", "logging.image_grid_every=2", "--set", "checkpoint.every_steps=100"]
