@@ -1,5 +1,6 @@
 """torch.compile in the pretraining engine: the compiled model trains, checkpoints do not depend on it (a run
-resumes with compile switched off and on again), and exports load without its wrapper."""
+resumes with compile switched off and on again, here also across ZeRO stages 2 -> 0 -> 1), and exports load
+without its wrapper."""
 
 import json
 import math
@@ -8,6 +9,7 @@ import pytest
 from safetensors.torch import load_file
 
 from usfmae.model import create_model
+from test_elastic import checkpoint_digest
 
 from conftest import BIN, REPO, run
 from shardutil import make_shards
@@ -25,11 +27,13 @@ def test_compiled_pretraining_resumes_with_compile_off_and_on(tmp_path):
              "--set", f"deepspeed.compile={str(compile_on).lower()}", "--set", "deepspeed.compile_backend=aot_eager",
              *[x for s in sets for x in ("--set", s)]])
 
-    pretrain(True, "schedule.stop_at_step=2")
-    pretrain(False, "schedule.stop_at_step=3")
-    pretrain(True)
+    pretrain(True, "schedule.stop_at_step=2", "deepspeed.zero_stage=2")
+    pretrain(False, "schedule.stop_at_step=3", "deepspeed.zero_stage=0")  # plain AdamW, no partitions
+    pretrain(True, "deepspeed.zero_stage=1")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if r.get("event") == "resume"] == [2, 3]
+    resumes = [r for r in records if r.get("event") == "resume"]
+    assert [r["step"] for r in resumes] == [2, 3]
+    assert resumes[1]["state_digest"] == checkpoint_digest(out / "checkpoints/step00000003")
     losses = {r["step"]: r["loss"] for r in records if "loss" in r}
     assert sorted(losses) == [1, 2, 3, 4] and all(math.isfinite(x) for x in losses.values())
     state = load_file(out / "model.safetensors")

@@ -212,6 +212,6 @@ def read_run_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]
         for key, t in load_file(str(path / RUN_OPTIMIZER), device="cpu").items():
             kind, name = key.split("/", 1)
             moments.setdefault(kind, {})[name] = t
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - OSError, JSON and safetensors errors alike: name the checkpoint
         raise CheckpointError(f"cannot read training checkpoint {path}: {type(e).__name__}: {e}") from None
     return state, weights, moments
