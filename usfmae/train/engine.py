@@ -18,8 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from ..checkpoint import (LATEST, load_into, read_run_checkpoint, run_checkpoint_dir, save_safetensors,
-                          write_run_checkpoint)
+from ..checkpoint import load_into, run_checkpoint_dir, save_safetensors
 from ..config import ConfigError, PretrainConfig, save_resolved
 from ..data.epoch import Segment
 from ..data.stream import PretrainStream, StreamPlan, worker_init
@@ -28,12 +27,13 @@ from ..model import create_model
 from ..model.masking import get_masking
 from .device import param_dtype, resolve_precision, select_device
 from .ds_config import build_ds_config
+from .checkpointing import RunCheckpoints
 from .fullstate import EngineState, FullState, digest
 from .knn_monitor import BackgroundKnn
 from .monitor import MetricsLogger, flops_per_image, mfu, save_reconstruction_grid
 from .optim import build_optimizer
 from .plan import make_plan
-from .rundir import check_shared_run_dir, prune_checkpoints
+from .rundir import check_shared_run_dir
 from .schedule import lr_at
 
 CKPT_DIR = "checkpoints"
@@ -113,6 +113,7 @@ class Trainer:
         ds_conf = build_ds_config(cfg, self.world, self.precision)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=net, optimizer=optimizer, config=ds_conf)
         self.state_io = EngineState(self.engine, model)
+        self.checkpoints = RunCheckpoints(cfg, p, self.ckpt_dir, self.state_io, model, self.fixed, self.is_main)
         self.knn = BackgroundKnn(self._new_model, cfg.logging.knn_data, self.device, cfg.seed) \
             if self.is_main and cfg.logging.knn_every else None
         self.print(f"model {cfg.model.preset}: {n_params / 1e6:.2f}M parameters, "
@@ -135,56 +136,24 @@ class Trainer:
         return self.raw_model.patch_embed.img_size[0]
 
     def _maybe_resume(self) -> None:
-        ckpt = run_checkpoint_dir(self.ckpt_dir)
-        if ckpt is None:
-            if (self.ckpt_dir / LATEST).is_file():
-                raise ConfigError(
-                    f"{self.ckpt_dir} holds a DeepSpeed per-rank checkpoint of an earlier usfmae, which cannot "
-                    "move to another world size or this format. Continue from its weights in a new run directory: "
-                    f"--set checkpoint.init_from={self.ckpt_dir} --output NEW_DIR")
+        loaded = self.checkpoints.load()
+        if loaded is None:
             return
-        state, weights, moments = read_run_checkpoint(ckpt)
-        self._check_resumable(state, ckpt)
-        trainable = {n for n, _ in self.state_io.named}
-        self.state_io.scatter(FullState({n: weights[n] for n in trainable}, moments, state["adam_step"],
-                                        state.get("loss_scaler", {})))
-        with torch.no_grad():  # the fixed tables: fp32 for the checkpoints, the engine's dtype in the model
-            model_state = self.raw_model.state_dict()
-            for name in self.fixed:
-                self.fixed[name] = weights[name].clone()
-                model_state[name].copy_(weights[name])
+        state = loaded.state
         self.step, self.skipped_total = state["step"], state["skipped_total"]
         saved = Segment(**{**state["data"]["segment"],
                            "remaining": tuple(tuple(x) for x in state["data"]["segment"]["remaining"])})
-        self.micro_done = state["data"]["micro_done"]
-        self.segment = saved
+        self.segment, self.micro_done = saved, state["data"]["micro_done"]
         if self._fresh_segment(saved.epoch, saved.remaining) != saved:  # another world size, workers or batch
             self.segment = self._fresh_segment(saved.epoch, saved.remaining_after(self.micro_done))
             self.micro_done = 0
-        loaded = digest(self.state_io.gather())  # read back from the engine: what it trains from now on
-        self.print(f"resumed from {ckpt}: step {self.step}, epoch {saved.epoch}, saved on {state['plan']['world_size']}"
-                   f" rank(s), now {self.world}")
-        self.logger.log({"event": "resume", "step": self.step, "epoch": saved.epoch, "checkpoint": str(ckpt),
-                         "saved_world_size": state["plan"]["world_size"], "world_size": self.world,
-                         "new_layout": self.micro_done == 0 and state["data"]["micro_done"] > 0,
-                         "state_digest": loaded if self.is_main else None})
-
-    def _check_resumable(self, state: dict, ckpt: Path) -> None:
-        """Stop at start-up, saying what to do, where a checkpoint cannot carry over."""
-        saved, p = state["plan"], self.plan
-        if state["data"]["fingerprint"] != p.data_fingerprint:
-            raise ConfigError(f"data.shards now resolve to other shards or counts than when {ckpt} was saved, so "
-                              "its position in the epoch means nothing: restore the shards, or continue from its "
-                              f"weights in a new run: --set checkpoint.init_from={ckpt} --output NEW_DIR")
-        if saved["global_batch_size"] != p.global_batch and self.cfg.deepspeed.global_batch_size is None:
-            raise ConfigError(f"{ckpt} was saved with a global batch of {saved['global_batch_size']} "
-                              f"({saved['world_size']} ranks); here it would be {p.global_batch}, changing the lr "
-                              f"and schedule. Resume with --set deepspeed.global_batch_size={saved['global_batch_size']}"
-                              " (this world size must divide it into micro-batches)")
-        for key in ("total_steps", "peak_lr", "global_batch_size"):
-            if saved[key] != p.summary()[key]:
-                self.print(f"note: {key} was {saved[key]} when {ckpt.name} was saved, now {p.summary()[key]} "
-                           "(changed config)")
+        held = digest(self.state_io.gather())  # read back from the engine: what it trains from now on
+        saved_world = state["plan"]["world_size"]
+        self.print(f"resumed from {loaded.path}: step {self.step}, epoch {saved.epoch}, saved on {saved_world} "
+                   f"rank(s), now {self.world}")
+        self.logger.log({"event": "resume", "step": self.step, "epoch": saved.epoch, "checkpoint": str(loaded.path),
+                         "saved_world_size": saved_world, "world_size": self.world,
+                         "new_layout": self.segment != saved, "state_digest": held if self.is_main else None})
 
     # -------------------------------------------------------------- data
     def micro_batches(self) -> Iterator[tuple[torch.Tensor, dict]]:
@@ -315,37 +284,21 @@ class Trainer:
             seg, done = self._fresh_segment(seg.epoch + 1), 0
         return {"segment": asdict(seg), "micro_done": done, "fingerprint": self.plan.data_fingerprint}
 
-    def _model_tensors(self, full: FullState) -> dict[str, torch.Tensor]:
-        """Every tensor of the model's state dict, fp32: trained ones from `full`, fixed ones as built."""
-        return {n: full.weights[n] if n in full.weights else self.fixed[n] for n in self.raw_model.state_dict()}
-
     def save(self) -> str:
-        """Collective: gather the full state to rank 0, which writes checkpoints/stepN/ and 'latest'."""
+        """Collective: every rank sends its partitions; rank 0 writes checkpoints/stepN/."""
         tag = f"step{self.step:08d}"
-        full = self.state_io.gather()
-        if self.is_main:
-            state = {"step": self.step, "adam_step": full.adam_step, "loss_scaler": full.loss_scaler,
-                     "skipped_total": self.skipped_total, "data": self._data_state(),
-                     "plan": self.plan.summary(), "precision": self.precision,
-                     "config": self.cfg.model_dump(mode="json")}
-            write_run_checkpoint(self.ckpt_dir, tag, self._model_tensors(full), full.moments, state,
-                                 self._export_metadata())
-            prune_checkpoints(self.ckpt_dir, self.cfg.checkpoint.keep_last)
-            self.print(f"saved checkpoint {self.ckpt_dir / tag}")
-        self.last_full = full
+        self.last_full = self.checkpoints.save(tag, {"step": self.step, "skipped_total": self.skipped_total,
+                                                     "data": self._data_state(), "precision": self.precision})
+        self.print(f"saved checkpoint {self.ckpt_dir / tag}")
         dist.barrier()
         return tag
-
-    def _export_metadata(self) -> dict:
-        return {"format": "usfmae-mae", "preset": self.cfg.model.preset,
-                "model_overrides": self.cfg.model.overrides(), "step": self.step}
 
     def finish(self) -> dict:
         """After the last collective: rank 0 writes the export and runs the last k-NN measurement."""
         out = {"steps": self.step, "skipped_steps": self.skipped_total}
         if self.is_main:
-            path = save_safetensors(self._model_tensors(self.last_full), self.run_dir / EXPORT_NAME,
-                                    self._export_metadata())
+            path = save_safetensors(self.checkpoints.model_tensors(self.last_full), self.run_dir / EXPORT_NAME,
+                                    self.checkpoints.metadata(self.step))
             self.print(f"wrote fp32 model {path}")
             out["model"] = str(path)
             if self.knn is not None:
