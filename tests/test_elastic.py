@@ -88,24 +88,31 @@ def exact_sincos(state):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage,precision", [(0, "fp32"), (1, "bf16"), (2, "fp16")])
-def test_every_zero_stage_ends_with_a_complete_fp32_export(tmp_path, stage, precision):
+def test_every_zero_stage_resumes_and_ends_with_a_complete_fp32_export(tmp_path, stage, precision):
     """bf16 and fp16 run on CPU ranks too (DeepSpeed's CPU accelerator), so their paths are exercised here:
-    fp16 inputs in the parameter dtype with loss scaling, bf16 with accumulation in fp32 (stage 1: BF16_Optimizer)."""
+    fp16 inputs in the parameter dtype with loss scaling (its state carried over a resume), bf16 with
+    accumulation in fp32 (stage 1: DeepSpeed's BF16_Optimizer)."""
     shards = make_shards(tmp_path / "shards", [24, 24])
     out = tmp_path / "run"
-    pretrain(2, shards, out, f"deepspeed.zero_stage={stage}", f"deepspeed.precision={precision}",
-             "deepspeed.micro_batch_size=4", "deepspeed.global_batch_size=16", "schedule.max_steps=3",
-             "checkpoint.every_steps=2")
-    start = next(r for r in records(out) if r.get("event") == "start")
+    sets = [f"deepspeed.zero_stage={stage}", f"deepspeed.precision={precision}", "deepspeed.micro_batch_size=4",
+            "deepspeed.global_batch_size=16", "schedule.max_steps=3", "checkpoint.keep_last=5"]
+    pretrain(2, shards, out, *sets, "schedule.stop_at_step=2")
+    pretrain(2, shards, out, *sets)
+    recs = records(out)
+    start = next(r for r in recs if r.get("event") == "start")
     assert start["precision"] == precision and start["grad_accum_steps"] == 2
+    resume = next(r for r in recs if r.get("event") == "resume")
+    assert resume["state_digest"] == checkpoint_digest(out / "checkpoints/step00000002")
     state = load_file(out / "model.safetensors")
     create_model("mae_vit_tiny_patch8").load_state_dict(state, strict=True)
     assert all(v.dtype == torch.float32 for v in state.values())
     assert exact_sincos(state)  # the fixed tables as built, not rounded through bf16/fp16
-    trained = [r for r in records(out) if "loss" in r]
+    trained = [r for r in recs if "loss" in r]
     assert [r["step"] for r in trained] == [1, 2, 3]
     if precision == "fp16":
         assert all("loss_scale" in r for r in trained)
+        scaler = [read_run_checkpoint(out / f"checkpoints/step{s:08d}")[0]["loss_scaler"] for s in (2, 3)]
+        assert scaler[1]["cur_iter"] == scaler[0]["cur_iter"] + 1  # the loss scaler went on, not restarted
     ref = read_run_checkpoint(out / "checkpoints/step00000003")[1]
     assert all(torch.equal(ref[k], state[k]) for k in state)  # the export is the last checkpoint's weights
 
@@ -131,7 +138,7 @@ def test_dry_run_prints_the_plan_without_training(tmp_path):
     plan = json.loads(run(args + ["--world-size", "8"]).stdout)
     assert (plan["world_size"], plan["global_batch_size"], plan["micro_batch_size"], plan["grad_accum_steps"]) == (8, 64, 8, 1)
     assert (plan["peak_lr"], plan["steps_per_epoch"], plan["total_steps"], plan["warmup_steps"]) == (1e-3, 5846, 584600, 58460)
-    assert plan["precision"] == "bf16" and "precision_note" in plan
+    assert plan["precision"] == "bf16" and "precision_note" in plan and plan["timeout_minutes"] == 30
     assert plan["deepspeed_config"]["train_batch_size"] == 64 and plan["deepspeed_config"]["zero_optimization"]["stage"] == 2
     assert not (tmp_path / "run").exists()  # nothing written, no process group
     bad = subprocess.run([str(a) for a in args + ["--world-size", "3"]], capture_output=True, text=True, timeout=300)

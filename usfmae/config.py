@@ -36,9 +36,12 @@ class DataConfig(Section):
         "of at least this size, = shuffle within each shard. Windows are cut from the manifest, so resume stays "
         "exact: finished windows are skipped unopened, a partly consumed one is re-read and its remaining "
         "samples follow in the same order. Memory: about one window of encoded images per worker and source."))
-    num_workers: int = Field(2, ge=0, description="DataLoader worker processes per rank.")
+    num_workers: int = Field(2, ge=0, description=(
+        "DataLoader worker processes per rank; each is one stream of the epoch's positions (0 = one, in-process). "
+        "Changing it on resume re-cuts the remaining positions: nothing is repeated or lost."))
     epoch_samples: int | None = Field(None, gt=0, description=(
-        "Samples per epoch. None = the total in the shard manifests (the build's manifest.json)."))
+        "Samples per epoch, drawn from the sources in proportion to `weights` (exact counts). None = the total in "
+        "the shard manifests (the build's manifest.json): every sample once per epoch."))
     augment: Literal["fused", "torchvision", "none"] = Field("fused", description=(
         "The paper's augmentations (rotation 0-90, flips, RandomResizedCrop scale (0.5, 2.0)). fused: "
         "torchvision's parameter draws applied as one OpenCV affine warp (fast); torchvision: its v2 transforms; "

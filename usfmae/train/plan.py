@@ -40,8 +40,11 @@ class Plan:
 
 
 def realisable_world_sizes(global_batch: int, micro: int | None, limit: int = 1024) -> list[int]:
-    per = global_batch // micro if micro else global_batch
-    return [w for w in range(1, min(per, limit) + 1) if per % w == 0] if not micro or global_batch % micro == 0 else []
+    """World sizes (up to `limit`) that split `global_batch` into whole micro-batches and accumulation steps."""
+    if micro and global_batch % micro:
+        return []
+    per = global_batch // micro if micro else global_batch  # micro-batches per step, over all ranks
+    return [w for w in range(1, min(per, limit) + 1) if per % w == 0]
 
 
 def batch_split(ds: DeepSpeedSection, world: int) -> tuple[int, int, int]:
