@@ -27,15 +27,15 @@ class DataConfig(Section):
         "Shard sources: local globs/brace patterns ('shards/demo-{000000..000003}.tar', 'shards/*.tar'), "
         "directories holding a manifest.json, or s3://bucket/prefix URLs. Several sources are mixed by `weights`."))
     weights: list[float] | None = Field(None, description=(
-        "Sampling weight per entry of `shards` (e.g. [0.7, 0.3] for 70% new institutional data, 30% replay). "
-        "None = proportional to their sizes."))
+        "Share of each epoch per entry of `shards` (e.g. [0.7, 0.3] for 70% new institutional data, 30% replay): "
+        "exact counts of epoch_samples, mixed throughout the epoch; a source drawn more than it holds is cycled "
+        "(reshuffled). None = proportional to their sizes."))
     shuffle_buffer: int = Field(1000, ge=0, description=(
-        "Sample shuffle across shards, per loader worker: the worker's shards (already in a per-epoch seeded "
-        "order) are grouped into windows of consecutive shards holding at least this many samples (manifest "
-        "counts), and each window's samples are held in memory and yielded in a seeded permutation. 0, or shards "
-        "of at least this size, = shuffle within each shard. Windows are cut from the manifest, so resume stays "
-        "exact: finished windows are skipped unopened, a partly consumed one is re-read and its remaining "
-        "samples follow in the same order. Memory: about one window of encoded images per worker and source."))
+        "Sample shuffle across shards: each source's shards (in a per-epoch seeded order) are grouped into windows "
+        "of consecutive shards holding at least this many samples (manifest counts), and each window's samples "
+        "are yielded in a seeded permutation. 0, or shards of at least this size, = shuffle within each shard. "
+        "Windows are cut from the manifest, so resume stays exact: windows before the position are skipped "
+        "unopened. Memory: about one window of encoded images per loader worker and source."))
     num_workers: int = Field(2, ge=0, description=(
         "DataLoader worker processes per rank; each is one stream of the epoch's positions (0 = one, in-process). "
         "Changing it on resume re-cuts the remaining positions: nothing is repeated or lost."))
