@@ -61,6 +61,7 @@ from common import (cpu_seconds, machine_info, pack_shards, rss_mb, single_core,
 from usfmae.constants import DEFAULT_IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from usfmae.data import stream  # noqa: E402
 from usfmae.data.sources import resolve  # noqa: E402
+from usfmae.data.epoch import Segment  # noqa: E402
 from usfmae.data.stream import PretrainStream, StreamPlan, decode_image, read_shard, stack_images  # noqa: E402
 from usfmae.data.transforms import (CROP_SCALE, ROTATION, FusedAugment, draw_params, fused_warp,  # noqa: E402
                                     normalize_batch, pretrain_transform, to_chw)
@@ -106,9 +107,10 @@ def stream_batches(shards: list, batch: int, epoch: int, transform: Callable,
                    decode: Callable | None = None) -> Iterable[torch.Tensor]:
     """One epoch of PretrainStream in this process; `decode` replaces the stream's decoder if given."""
     n = sum(s.samples for s in shards)
-    plan = StreamPlan([shards], [1.0], batch, n // batch, rank=0, world_size=1, seed=0)
+    plan = StreamPlan([shards], [n], seed=0)
+    segment = Segment.start(epoch, ((0, n),), world=1, workers=1, micro_batch=batch, accum=1)
     with mock.patch.object(stream, "decode_image", decode) if decode else contextlib.nullcontext():
-        for images, _ in PretrainStream(plan, transform, epoch=epoch):
+        for images, _ in PretrainStream(plan, segment, transform):
             yield images
 
 

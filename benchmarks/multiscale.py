@@ -162,7 +162,7 @@ def pretrain(arm: str, shards: Path, out: Path, steps: int) -> tuple[Path | None
         return model, float(timing.read_text())
     start = time.perf_counter()
     sets = [*ARMS[arm], "logging.image_grid_every=0", "logging.tensorboard=false", f"checkpoint.every_steps={steps}"]
-    cmd = [BIN / "deepspeed", "--num_gpus", 1, "--master_port", free_port(), "launch/pretrain.py",
+    cmd = [BIN / "deepspeed", "--num_gpus", 1, "--master_port", free_port(), "launch/pretrain.py", "--cpu",
            "--config", "configs/pretrain_tiny.yaml", "--shards", shards, "--output", out, "--max-steps", steps]
     out.mkdir(parents=True, exist_ok=True)
     run(cmd + [x for s in sets for x in ("--set", s)], out.parent / f"{arm}.log")

@@ -62,7 +62,7 @@ RESULT = "RESULT "
 def run_config(preset: str, batch: int, steps: int, out_dir: str, shards: str | None = None,
                ckpt: bool = False) -> PretrainConfig:
     """configs/pretrain_tiny.yaml with the run's preset, batch, length and data; logs every step."""
-    sets = [f"model.preset={preset}", f"deepspeed.micro_batch_size={batch}", f"schedule.max_steps={steps}",
+    sets = ["deepspeed.device=cpu", f"model.preset={preset}", f"deepspeed.micro_batch_size={batch}", f"schedule.max_steps={steps}",
             f"deepspeed.activation_checkpointing={str(ckpt).lower()}", f"output_dir={out_dir}",
             "data.num_workers=0", "logging.tensorboard=false", "logging.image_grid_every=0",
             "logging.every_steps=1", "checkpoint.every_steps=1000000"]
@@ -194,19 +194,21 @@ def run_step_interleaved(spec: dict) -> dict:
 def plain_e2e_steps(cfg: PretrainConfig):
     """A plain loop over the same PretrainStream as the Trainer (same plan, augment seeds, masks, lr);
     yields each step's loss."""
-    from usfmae.train.engine import _step_seed, make_plan
+    from usfmae.data.epoch import Segment
+    from usfmae.train.engine import _step_seed
+    from usfmae.train.plan import make_plan
 
     plan = make_plan(cfg, 1)
     model = fresh_model(cfg, cfg.deepspeed.activation_checkpointing)
     o = cfg.optimizer
     step_fn = PlainStep(model, build_optimizer(model, plan.peak_lr, o.weight_decay, o.betas, o.eps, o.impl),
                         cfg.deepspeed.gradient_clipping)
-    splan = StreamPlan(plan.sources, plan.weights, cfg.deepspeed.micro_batch_size, plan.micro_batches_per_epoch,
-                       0, 1, cfg.seed, cfg.data.shuffle_buffer)
+    splan = StreamPlan(plan.sources, plan.counts, cfg.seed, cfg.data.shuffle_buffer)
     transform = pretrain_transform(model.patch_embed.img_size[0], cfg.data.augment)
     masking, step, epoch = get_masking(cfg.masking.strategy), 0, 0
     while True:
-        for imgs, _ in PretrainStream(splan, transform, epoch=epoch):
+        segment = Segment.start(epoch, ((0, plan.epoch_samples),), 1, 1, plan.micro_batch, plan.grad_accum)
+        for imgs, _ in PretrainStream(splan, segment, transform):
             torch.manual_seed(_step_seed(cfg.seed, step, 0, 0))
             mask = masking(imgs.shape[0], model.num_patches, cfg.masking.ratio)
             lr = lr_at(step, plan.total_steps, plan.peak_lr, cfg.schedule.min_lr, plan.warmup_steps)
@@ -311,7 +313,7 @@ def run_launcher(shards: Path, batch: int, steps: int, skip_records: int) -> dic
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "1", "--master_port", str(port),
-               str(REPO / "launch" / "pretrain.py"), "--config", str(TINY_CONFIG), "--shards", str(shards),
+               str(REPO / "launch" / "pretrain.py"), "--cpu", "--config", str(TINY_CONFIG), "--shards", str(shards),
                "--output", out, "--max-steps", str(steps), "--set", f"deepspeed.micro_batch_size={batch}",
                "--set", "logging.every_steps=5", "--set", "logging.tensorboard=false",
                "--set", "logging.image_grid_every=0", "--set", "checkpoint.every_steps=1000000"]
@@ -323,7 +325,7 @@ def run_launcher(shards: Path, batch: int, steps: int, skip_records: int) -> dic
         records = [json.loads(ln) for ln in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     kept = [r for r in records if "images_per_s" in r][skip_records:]
     result = {"command": f"OMP_NUM_THREADS=1 deepspeed --num_gpus 1 launch/pretrain.py --config "
-                         f"configs/pretrain_tiny.yaml --max-steps {steps} --set deepspeed.micro_batch_size={batch}",
+                         f"configs/pretrain_tiny.yaml --cpu --max-steps {steps} --set deepspeed.micro_batch_size={batch}",
               "data_loader_workers": 1, "records_used": len(kept),
               "images_per_wall_s": statistics.mean(r["images_per_s"] for r in kept),
               "wall_s_including_start_up": time.perf_counter() - t0,

@@ -2,7 +2,8 @@
 
 1. a synthetic ultrasound corpus plus frames of pydicom's real ultrasound DICOMs,
 2. shards built by a Ray job submitted with `ray job submit` to a local cluster,
-3. tiny-MAE pretraining under `deepspeed --num_gpus 2` (2 CPU ranks here, GPUs where present),
+3. tiny-MAE pretraining under `deepspeed --num_gpus 2`: 2 GPUs where torch sees them, else 2 CPU ranks
+   (asked for explicitly with --cpu, and announced),
 4. fine-tuning (configs/finetune_tiny.yaml) on a synthetic labeled set from the pretraining export; prints
    the F1, accuracy and AUROC.
 
@@ -78,8 +79,13 @@ def main(argv=None) -> int:
              "--", py, str(REPO / "preprocessing/build_shards.py"), "--input", str(out / "corpus"),
              "--output", str(out / "shards"), "--shard-size", "100", "--dataset", "demo"], env=env)
 
-    print("== 3/4 pretraining: deepspeed, 2 ranks", flush=True)
+    import torch
+
+    gpus = torch.cuda.device_count() >= 2
+    print(f"== 3/4 pretraining: deepspeed, 2 ranks on {'GPUs' if gpus else 'CPUs (no 2 usable GPUs here: --cpu)'}",
+          flush=True)
     run([str(Path(py).with_name("deepspeed")), "--num_gpus", "2", str(REPO / "launch/pretrain.py"),
+         *([] if gpus else ["--cpu"]),
          "--config", str(REPO / "configs/pretrain_tiny.yaml"), "--shards", str(out / "shards"),
          "--output", str(out / "pretrain")], env=env, cwd=REPO)
 

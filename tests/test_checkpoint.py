@@ -101,3 +101,27 @@ def test_mae_export_round_trip(tmp_path):
     again = create_model("mae_vit_tiny_patch8")
     again.load_state_dict(load_state_dict(out), strict=True)
     assert torch.equal(again.decoder_pred.weight, mae.decoder_pred.weight)
+
+
+def test_training_checkpoints_are_written_atomically_and_read_by_every_loader(tmp_path):
+    from usfmae.checkpoint import read_run_checkpoint, run_checkpoint_dir, write_run_checkpoint
+
+    mae = tiny()
+    weights = {k: v.float() for k, v in mae.state_dict().items()}
+    moments = {"exp_avg": {"cls_token": torch.ones(1, 1, 96)}, "exp_avg_sq": {"cls_token": torch.full((1, 1, 96), 2.0)}}
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    (ckpts / "step00000004.tmp").mkdir()  # an interrupted save: never pointed at
+    write_run_checkpoint(ckpts, "step00000005", weights, moments, {"step": 5}, {"preset": "mae_vit_tiny_patch8"})
+    assert (ckpts / "latest").read_text() == "step00000005" and run_checkpoint_dir(ckpts) == ckpts / "step00000005"
+    state, w, m = read_run_checkpoint(ckpts / "step00000005")
+    assert state == {"step": 5} and torch.equal(m["exp_avg_sq"]["cls_token"], moments["exp_avg_sq"]["cls_token"])
+    for source in (ckpts, ckpts / "step00000005"):  # init_from / fine-tuning / export read them as weights
+        dst = create_model("mae_vit_tiny_patch8")
+        assert load_into(dst, source, strict=True, verbose=False).missing == []
+        assert torch.equal(dst.blocks[0].attn.qkv.weight, mae.blocks[0].attn.qkv.weight)
+    out = export(tmp_path / "run", "mae", tmp_path / "out.safetensors", preset="mae_vit_tiny_patch8")
+    assert torch.equal(load_state_dict(out)["decoder_pred.weight"], mae.decoder_pred.weight)
+    (ckpts / "step00000005" / "optimizer.safetensors").write_bytes(b"truncated")
+    with pytest.raises(CheckpointError, match="step00000005"):
+        read_run_checkpoint(ckpts / "step00000005")

@@ -182,7 +182,7 @@ def test_inspect_reads_shards_on_s3(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_pretrain_runs_one_process_without_a_launcher(tmp_path):
     shards = make_shards(tmp_path / "b", [40])
-    proc = run([BIN / "usfmae", "pretrain", "--config", REPO / "configs/pretrain_tiny.yaml", "--shards", shards,
+    proc = run([BIN / "usfmae", "pretrain", "--cpu", "--config", REPO / "configs/pretrain_tiny.yaml", "--shards", shards,
                 "--output", tmp_path / "run", "--max-steps", "2", "--set", "logging.every_steps=1"])
     assert "pretraining in one process" in proc.stderr
     steps = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]

@@ -29,7 +29,7 @@ def test_pipeline_end_to_end(tmp_path, ray_cluster):
     report = json.loads((shards / "report.json").read_text())
     assert report["inputs_seen"] == 65 and [r["input"] for r in report["rejected"]] == ["broken.png"]
 
-    run([BIN / "deepspeed", "--num_gpus", "2", "--master_port", str(free_port()), REPO / "launch/pretrain.py",
+    run([BIN / "deepspeed", "--num_gpus", "2", "--master_port", str(free_port()), REPO / "launch/pretrain.py", "--cpu",
          "--config", REPO / "configs/pretrain_tiny.yaml", "--shards", shards, "--output", pre,
          "--max-steps", "4", "--set", "logging.every_steps=1", "--set", "logging.image_grid_every=2",
          "--set", "checkpoint.every_steps=2"], cwd=REPO)

@@ -143,7 +143,7 @@ def test_pipeline_runs_behind_the_firewall_and_nothing_phones_home(tmp_path):
                 "--shard-size", "20"]), env=env)
     assert json.loads((shards / "manifest.json").read_text())["total_samples"] == 40
     # 2. pretraining: `usfmae pretrain --nproc 2` execs `deepspeed --num_gpus 2 launch/pretrain.py`
-    run(fenced([BIN / "usfmae", "pretrain", "--nproc", "2", "--master-port", str(free_port()),
+    run(fenced([BIN / "usfmae", "pretrain", "--nproc", "2", "--master-port", str(free_port()), "--cpu",
                 "--config", REPO / "configs/pretrain_tiny.yaml", "--shards", shards, "--output", pre,
                 "--max-steps", "3", "--set", "logging.every_steps=1"]), env=env, cwd=REPO)
     steps = [json.loads(line) for line in (pre / "metrics.jsonl").read_text().splitlines()]

@@ -40,7 +40,7 @@ def shards(tmp_path_factory):
 
 
 def pretrain_args(shards, out) -> list[str]:
-    return [str(REPO / "launch/pretrain.py"), "--config", str(REPO / "configs/pretrain_tiny.yaml"),
+    return [str(REPO / "launch/pretrain.py"), "--cpu", "--config", str(REPO / "configs/pretrain_tiny.yaml"),
             "--shards", f"{shards}/*.tar", "--output", str(out), "--max-steps", "2",  # no manifest: tars named
             "--set", "logging.every_steps=1", "--set", "logging.tensorboard=false",
             "--set", "logging.image_grid_every=0"]

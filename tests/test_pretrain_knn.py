@@ -18,7 +18,7 @@ KNN_KEYS = {"knn/knn_accuracy", "knn/knn_macro_f1", "knn/linear_accuracy", "knn/
 
 
 def pretrain_args(shards, out, labeled, steps=4):
-    return ["--config", REPO / "configs/pretrain_tiny.yaml", "--shards", shards, "--output", out,
+    return ["--cpu", "--config", REPO / "configs/pretrain_tiny.yaml", "--shards", shards, "--output", out,
             "--max-steps", str(steps), "--set", "deepspeed.micro_batch_size=8", "--set", "logging.every_steps=1",
             "--set", "logging.knn_every=3", "--set", f"logging.knn_data={labeled}",
             "--set", "logging.image_grid_every=2", "--set", "checkpoint.every_steps=100"]
@@ -44,19 +44,28 @@ def test_missing_knn_folder_fails_at_start_up_naming_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_knn_monitor_logs_from_rank_0_while_two_ranks_train(tmp_path):
+def test_knn_monitor_runs_beside_training_and_holds_no_rank(tmp_path):
+    """The step-2 measurement cannot finish before training has logged step 4 (tests/scripts/pretrain_slow_knn.py):
+    training goes on meanwhile, the step-4 measurement is skipped (the monitor is busy), the last runs at the end."""
     shards = make_shards(tmp_path / "shards", [20, 20, 16])
     labeled = write_labeled(tmp_path / "labeled", 8, size=64)  # 2 classes x 8 images
     out = tmp_path / "run"
-    run([BIN / "deepspeed", "--num_gpus", "2", "--master_port", str(free_port()), REPO / "launch/pretrain.py",
-         *pretrain_args(shards, out, labeled, steps=4)], cwd=REPO)
+    args = pretrain_args(shards, out, labeled, steps=5) + ["--set", "logging.knn_every=2"]
+    run([BIN / "deepspeed", "--num_gpus", "2", "--master_port", str(free_port()),
+         REPO / "tests/scripts/pretrain_slow_knn.py", *args], cwd=REPO,
+        env={**os.environ, "KNN_WAIT_FOR": str(out / "metrics.jsonl"), "KNN_WAIT_STEP": "4"})
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     knn = [r for r in records if "knn/knn_accuracy" in r]
-    assert [r["step"] for r in knn] == [3, 4]  # every 3 steps and at the end
+    assert [r["step"] for r in knn] == [2, 5]  # step 2 (late), step 4 skipped, the end
+    assert [r["step"] for r in records if r.get("event") == "knn_skipped"] == [4]
+    assert not [r for r in records if r.get("event") == "knn_failed"]
+    order = [("knn", r["step"]) if "knn/knn_accuracy" in r else ("loss", r["step"]) for r in records
+             if "knn/knn_accuracy" in r or "loss" in r]
+    assert order.index(("loss", 4)) < order.index(("knn", 2))  # trained on while step 2 was measured
     for r in knn:
         assert KNN_KEYS <= set(r) and r["knn/images"] == 16
         assert all(0.0 <= r[k] <= 1.0 for k in KNN_KEYS - {"knn/images", "knn/seconds"})
-    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]  # training went on around it
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5]
     assert (out / "images/step00000002.png").is_file()  # grids still de-normalise uint8-loaded batches
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -65,4 +74,4 @@ def test_knn_monitor_logs_from_rank_0_while_two_ranks_train(tmp_path):
     tb.Reload()
     tags = set(tb.Tags()["scalars"])
     assert {"knn/knn_accuracy", "knn/linear_macro_f1", "pretrain/loss"} <= tags
-    assert [e.step for e in tb.Scalars("knn/knn_accuracy")] == [3, 4]
+    assert [e.step for e in tb.Scalars("knn/knn_accuracy")] == [2, 5]

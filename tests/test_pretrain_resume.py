@@ -19,7 +19,7 @@ SIZES = [40, 7, 23, 3, 31, 2]
 
 def pretrain_cmd(shards, out, steps=14):
     return [BIN / "deepspeed", "--num_gpus", "2", "--master_port", str(free_port()), REPO / "launch/pretrain.py",
-            "--config", REPO / "configs/pretrain_tiny.yaml", "--shards", shards, "--output", out,
+            "--cpu", "--config", REPO / "configs/pretrain_tiny.yaml", "--shards", shards, "--output", out,
             "--max-steps", str(steps), "--set", "deepspeed.micro_batch_size=8", "--set", "logging.every_steps=1",
             "--set", "logging.data_log=true", "--set", "checkpoint.every_steps=3", "--set", "checkpoint.keep_last=2",
             "--set", "logging.image_grid_every=0", "--set", "logging.tensorboard=false"]

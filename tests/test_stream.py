@@ -1,6 +1,7 @@
-"""The pretraining stream: split by node then worker, exact batch counts, exact resume, mixing, S3."""
+"""The pretraining stream: a world-size-independent epoch order, per-stream ranges, exact resume, mixing, S3."""
 
 import os
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -9,8 +10,9 @@ import webdataset as wds
 from torch.utils.data import DataLoader
 
 from usfmae.data import s3
+from usfmae.data.epoch import EpochOrder, Segment, apportion, total
 from usfmae.data.sources import resolve
-from usfmae.data.stream import PretrainStream, SourceStream, StreamPlan, shuffle_windows, worker_shards
+from usfmae.data.stream import PretrainStream, SourceSequence, StreamPlan, shuffle_windows
 from usfmae.data.transforms import normalize_batch, pretrain_transform
 
 from shardutil import make_shards
@@ -21,60 +23,89 @@ def shards(tmp_path_factory):
     return make_shards(tmp_path_factory.mktemp("stream") / "a", [12, 5, 9, 2, 7, 11], size=64)
 
 
-def plan(sources, rank=0, world=1, batches=6, batch=4, weights=None, seed=0, buffer=0):
-    return StreamPlan(sources, weights or [1.0] * len(sources), batch, batches, rank, world, seed, buffer)
+def plan(sources, counts=None, seed=0, buffer=0):
+    return StreamPlan(sources, counts or [sum(s.samples for s in src) for src in sources], seed, buffer)
 
 
-def keys_of(stream, workers=0):
-    loader = DataLoader(stream, batch_size=None, num_workers=workers)
-    return [info["keys"] for _, info in loader]
+def segment(n, world=1, workers=1, batch=4, accum=1, epoch=0):
+    return Segment.start(epoch, ((0, n),), world, workers, batch, accum)
 
 
-def test_shards_split_by_node_then_worker_and_reshuffled_per_epoch(shards):
+def batches(splan, seg, rank=0, workers=0, start=0, augment="none", endpoint=None):
+    stream = PretrainStream(splan, seg, pretrain_transform(32, augment), rank, start, endpoint)
+    return list(DataLoader(stream, batch_size=None, num_workers=workers))
+
+
+def epoch_keys(splan, n, world, workers, batch=4, accum=1, epoch=0):
+    """Keys of every micro-batch of every rank of one epoch."""
+    seg = segment(n, world, workers, batch, accum, epoch)
+    return [k for r in range(world) for _, info in batches(splan, seg, r, workers if workers > 1 else 0)
+            for k in info["keys"]]
+
+
+@pytest.mark.parametrize("world,workers", [(1, 1), (2, 1), (3, 2)])
+def test_an_epoch_gives_each_sample_once_at_any_world_size(shards, world, workers):
+    src = resolve(str(shards))  # 46 samples in 6 shards of 2..12
+    keys = epoch_keys(plan([src]), 46, world, workers, batch=2)
+    g = 2 * world
+    assert len(keys) == 46 // g * g and len(set(keys)) == len(keys)  # the tail (< one global batch) waits
+    seg = segment(46, world, workers, batch=2)
+    assert seg.micro_batches == 46 // g  # every rank draws the same number of micro-batches
+
+
+def test_more_streams_than_shards_never_read_a_sample_twice(tmp_path):
+    src = resolve(str(make_shards(tmp_path / "few", [20, 20, 8], size=64)))  # 3 shards, 48 samples
+    world, workers = 4, 2  # 8 streams
+    keys = epoch_keys(plan([src], buffer=0), 48, world, workers, batch=2)
+    assert len(keys) == 48 and Counter(keys).most_common(1)[0][1] == 1
+
+
+def test_epoch_order_is_independent_of_the_world_size_and_reshuffled_per_epoch(shards):
     src = resolve(str(shards))
-    for epoch in (0, 1):
-        parts = [worker_shards(src, 0, epoch, 0, r, 2, w, 3) for r in range(2) for w in range(3)]
-        flat = [s.url for p in parts for s in p]
-        assert sorted(flat) == sorted(s.url for s in src) and len(flat) == len(set(flat))
-    e0 = [s.url for s in worker_shards(src, 0, 0, 0, 0, 1, 0, 1)]
-    e1 = [s.url for s in worker_shards(src, 0, 1, 0, 0, 1, 0, 1)]
-    assert sorted(e0) == sorted(e1) and e0 != e1
-    assert e0 == [s.url for s in worker_shards(src, 0, 0, 0, 0, 1, 0, 1)]  # same seed and epoch, same order
-
-
-@pytest.mark.parametrize("workers", [0, 2])
-def test_every_rank_yields_the_same_number_of_batches(shards, workers):
-    src = resolve(str(shards))
-    t = pretrain_transform(32)
-    for rank in range(2):
-        got = list(DataLoader(PretrainStream(plan([src], rank, 2, batches=7), t), batch_size=None,
-                              num_workers=workers))
-        assert len(got) == 7
-        # uint8 out of the loader (normalised on the device); these RGB shards are the first shard format
-        assert all(imgs.shape == (4, 3, 32, 32) and imgs.dtype == torch.uint8 for imgs, _ in got)
+    one = epoch_keys(plan([src]), 46, 1, 1, batch=2)  # positions 0..45 in order
+    two = epoch_keys(plan([src]), 46, 2, 1, batch=2)  # 11 steps of 4: rank 0 gets 0..21, rank 1 22..43
+    assert two == one[:44]  # position p is the same sample whatever splits the positions among ranks
+    other_epoch = epoch_keys(plan([src]), 46, 1, 1, batch=2, epoch=1)
+    assert sorted(other_epoch) == sorted(one) and other_epoch != one  # reshuffled per epoch
 
 
 @pytest.mark.parametrize("augment,buffer", [("fused", 0), ("torchvision", 0), ("fused", 20)])
-def test_resume_mid_epoch_continues_with_the_same_samples_and_pixels(shards, augment, buffer):
+def test_resume_mid_segment_continues_with_the_same_samples_and_pixels(shards, augment, buffer):
     src = resolve(str(shards))
-    t = pretrain_transform(32, augment)
-    full = list(DataLoader(PretrainStream(plan([src], batches=9, buffer=buffer), t, epoch=3), batch_size=None,
-                           num_workers=2))
-    tail = list(DataLoader(PretrainStream(plan([src], batches=9, buffer=buffer), t, epoch=3, start_batch=5),
-                           batch_size=None, num_workers=2))
-    assert len(tail) == 4
+    seg = segment(46, 1, 2, batch=4, epoch=3)
+    full = batches(plan([src], buffer=buffer), seg, workers=2, augment=augment)
+    tail = batches(plan([src], buffer=buffer), seg, workers=2, start=5, augment=augment)
+    assert len(full) == 11 and len(tail) == 6 and [i["micro"] for _, i in tail] == list(range(5, 11))
     for (a, ia), (b, ib) in zip(full[5:], tail):
         assert ia["keys"] == ib["keys"]
-        assert torch.equal(a, b)  # augmentations are seeded per batch
+        assert torch.equal(a, b)  # augmentations are seeded per position
 
 
-def test_weighted_mixing_of_two_sources(tmp_path, shards):
+def test_a_new_layout_takes_exactly_the_positions_left(shards):
+    """Resumed on another world size: the remaining positions, each once, nothing consumed again."""
+    src = resolve(str(shards))
+    first = segment(46, world=2, workers=2, batch=2, accum=1)
+    done = 5  # micro-batches per rank
+    seen = [k for r in range(2) for _, i in batches(plan([src]), first, r, workers=2)[:done] for k in i["keys"]]
+    left = first.remaining_after(done)
+    assert total(left) == 46 - len(seen)
+    second = Segment.start(0, left, 3, 1, 2, 1)
+    rest = [k for r in range(3) for _, i in batches(plan([src]), second, r) for k in i["keys"]]
+    assert not set(seen) & set(rest) and len(set(rest)) == len(rest)
+    assert len(seen) + len(rest) == 46 - total(second.remaining_after(second.micro_batches))
+
+
+def test_weighted_mixing_of_two_sources_has_exact_counts(tmp_path, shards):
     other = make_shards(tmp_path / "b", [10, 10], size=64, prefix="inst")
     sources = [resolve(str(other)), resolve(str(shards))]
-    keys = [k for batch in keys_of(PretrainStream(plan(sources, batches=50, weights=[0.7, 0.3]),
-                                                  pretrain_transform(32, "none"))) for k in batch]
-    frac = np.mean([k.startswith("inst") for k in keys])
-    assert 0.62 < frac < 0.78  # 200 draws at p=0.7
+    counts = apportion(200, [0.7, 0.3])
+    assert counts == [140, 60]
+    keys = epoch_keys(plan(sources, counts), 200, 1, 1, batch=4)
+    assert sum(k.startswith("inst") for k in keys) == 140  # 7 passes over the 20 institutional images
+    order = EpochOrder(counts, 0, 0)
+    assert [int(c) for c in order.block_counts.sum(0)] == counts
+    firsts = [k for _, k, _ in order.walk(0, 50)]
+    assert 0.5 < np.mean(np.array(firsts) == 0) < 0.9  # mixed from the start, not one source then the other
 
 
 def test_shuffle_buffer_mixes_shards_in_windows_and_keeps_each_sample_once(shards):
@@ -83,9 +114,9 @@ def test_shuffle_buffer_mixes_shards_in_windows_and_keeps_each_sample_once(shard
     assert shuffle_windows(src, 10) == [[0], [1, 2], [3, 4, 5]]
     assert shuffle_windows(src, 1000) == [[0, 1, 2, 3, 4, 5]]
 
-    def first_cycle(buffer):
-        it = SourceStream(src, seed=0, epoch=0, source=0, endpoint_url=None, shuffle_buffer=buffer).samples()
-        return [next(it)["__key__"] for _ in range(46)]
+    def first_cycle(buffer, start=0):
+        seq = SourceSequence(src, seed=0, epoch=0, source=0, shuffle_buffer=buffer)
+        return [seq[i]["__key__"] for i in range(start, 46)]
 
     within, across = first_cycle(0), first_cycle(1000)
     assert sorted(within) == sorted(across) and len(set(across)) == 46  # a permutation of every sample
@@ -93,23 +124,20 @@ def test_shuffle_buffer_mixes_shards_in_windows_and_keeps_each_sample_once(shard
     assert shard_of == sorted(shard_of, key=shard_of.index)  # buffer 0: one shard after another
     assert len({k.split("_")[0] for k in across[:12]}) >= 4  # one window: shards interleave
     assert across == first_cycle(1000)  # seeded
-    # resume inside a window: the rest of the same permutation, without the skipped samples
-    it = SourceStream(src, 0, 0, 0, None, shuffle_buffer=10).samples(skip=14)
-    assert [next(it)["__key__"] for _ in range(32)] == first_cycle(10)[14:]
+    assert first_cycle(10, 14) == first_cycle(10)[14:]  # random access = the same sequence
 
 
 def test_gray_shards_give_one_channel_batches_and_mixed_batches_three(tmp_path, shards):
     gray = resolve(str(make_shards(tmp_path / "g", [6, 6], size=64, gray=True, prefix="g")))
-    t = pretrain_transform(32)
-    batches = list(DataLoader(PretrainStream(plan([gray], batches=3), t), batch_size=None))
-    assert all(x.shape == (4, 1, 32, 32) and x.dtype == torch.uint8 for x, _ in batches)
-    assert normalize_batch(batches[0][0]).shape == (4, 3, 32, 32)
+    got = batches(plan([gray]), segment(12, batch=4), augment="fused")
+    assert all(x.shape == (4, 1, 32, 32) and x.dtype == torch.uint8 for x, _ in got)
+    assert normalize_batch(got[0][0]).shape == (4, 3, 32, 32)
     # the same images stored gray or RGB (first shard format) give the same pixels
     rgb = resolve(str(make_shards(tmp_path / "c", [6, 6], size=64, prefix="g")))
-    same = list(DataLoader(PretrainStream(plan([rgb], batches=3), t), batch_size=None))
-    for (g, gi), (c, ci) in zip(batches, same):
+    same = batches(plan([rgb]), segment(12, batch=4), augment="fused")
+    for (g, gi), (c, ci) in zip(got, same):
         assert gi["keys"] == ci["keys"] and torch.equal(g.expand(-1, 3, -1, -1), c)
-    mixed = list(DataLoader(PretrainStream(plan([gray, resolve(str(shards))], batches=4), t), batch_size=None))
+    mixed = batches(plan([gray, resolve(str(shards))]), segment(58, batch=4))
     both = [x for x, info in mixed if len({k[0] for k in info["keys"]}) == 2]
     assert both and all(x.shape[1] == 3 for x in both)  # gray replicated next to colour
 
@@ -118,7 +146,23 @@ def test_corrupt_shard_names_the_file(tmp_path):
     bad = make_shards(tmp_path / "bad", [3], size=64)
     (bad / "shard-000000.tar").write_bytes(b"not a tar at all" * 10)
     with pytest.raises(RuntimeError, match="shard-000000.tar"):
-        keys_of(PretrainStream(plan([resolve(str(bad))], batches=1), pretrain_transform(32)))
+        batches(plan([resolve(str(bad))]), segment(3, batch=1))
+
+
+def test_s3_retries_stop_at_the_budget(monkeypatch):
+    clock = {"t": 0.0}
+    monkeypatch.setattr(s3.time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(s3.time, "sleep", lambda d: clock.__setitem__("t", clock["t"] + d))
+    calls = []
+
+    def failing():
+        calls.append(clock["t"])
+        clock["t"] += 5.0  # each attempt takes 5 s
+        raise ConnectionError("unreachable")
+
+    with pytest.raises(s3.S3Error, match=r"reading s3://b/k: failed after \d+ attempts .*retry budget 60 s"):
+        s3.with_retries("reading s3://b/k", failing, attempts=1000, budget_s=60)
+    assert clock["t"] < 60 and len(calls) > 3  # retried, and gave up before the budget ran out
 
 
 @pytest.fixture(scope="module")
@@ -147,9 +191,8 @@ def test_streaming_from_s3_http_endpoint(moto_s3, shards):
         client.upload_file(str(f), "corpus", f"openus/{f.name}")
     src = resolve("s3://corpus/openus", moto_s3)
     assert [s.samples for s in src] == [s.samples for s in resolve(str(shards))]
-    t = pretrain_transform(32, "none")
-    from_s3 = keys_of(PretrainStream(plan([src], batches=5), t, endpoint_url=moto_s3))
-    local = keys_of(PretrainStream(plan([resolve(str(shards))], batches=5), t))
+    from_s3 = [i["keys"] for _, i in batches(plan([src]), segment(46, batch=4), endpoint=moto_s3)]
+    local = [i["keys"] for _, i in batches(plan([resolve(str(shards))]), segment(46, batch=4))]
     assert from_s3 == local
     # stock webdataset reads s3:// through our boto3 opener (no `pipe:aws`)
     s3.register_webdataset_s3()

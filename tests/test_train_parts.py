@@ -1,13 +1,14 @@
-"""Optimizer groups, DeepSpeed config generation, batch arithmetic."""
+"""Optimizer groups, DeepSpeed config generation, batch arithmetic, device and precision decisions."""
 
 import pytest
 import torch
 
-from usfmae.config import PretrainConfig, load_config
+from usfmae.config import ConfigError, PretrainConfig, load_config
 from usfmae.model import create_model
-from usfmae.train.ds_config import build_ds_config, resolve_precision
-from usfmae.train.engine import make_plan
+from usfmae.train import device as dev
+from usfmae.train.ds_config import build_ds_config
 from usfmae.train.optim import build_optimizer, param_groups
+from usfmae.train.plan import make_plan
 
 from shardutil import make_shards
 
@@ -44,15 +45,14 @@ def test_deepspeed_fused_adam_is_refused_clearly_without_cuda():
 
 def test_deepspeed_config_from_ours():
     cfg = load_config(PretrainConfig, "configs/pretrain_vitb16.yaml",
-                      ["deepspeed.grad_accum_steps=2", "deepspeed.overrides={zero_optimization: {overlap_comm: true}}"])
+                      ["deepspeed.global_batch_size=null", "deepspeed.micro_batch_size=64", "deepspeed.grad_accum_steps=2",
+                       "deepspeed.overrides={zero_optimization: {overlap_comm: true}}"])
     ds = build_ds_config(cfg, world_size=8, precision="bf16")
     assert ds["train_batch_size"] == 64 * 2 * 8 and ds["gradient_accumulation_steps"] == 2
+    assert ds["data_types"] == {"grad_accum_dtype": "fp32"}  # bf16 + accumulation: sum gradients in fp32
     assert ds["zero_optimization"]["stage"] == 2 and ds["zero_optimization"]["overlap_comm"] is True
     assert ds["zero_optimization"]["contiguous_gradients"] is True  # overrides merge, not replace
     assert ds["bf16"]["enabled"] and not ds["fp16"]["enabled"] and ds["gradient_clipping"] == 1.0
-    assert resolve_precision("auto", "cpu") == "fp32"
-    with pytest.raises(ValueError, match="needs a GPU"):
-        resolve_precision("bf16", "cpu")
 
 
 def test_plan_arithmetic_and_lr_scaling(tmp_path):
@@ -61,8 +61,114 @@ def test_plan_arithmetic_and_lr_scaling(tmp_path):
                       [f"data.shards=[{shards}]", "deepspeed.micro_batch_size=4", "deepspeed.grad_accum_steps=2",
                        "schedule.epochs=3", "optimizer.lr=null", "optimizer.base_lr=1e-3"])
     plan = make_plan(cfg, world_size=2)
-    assert plan.epoch_samples == 64 and plan.global_batch == 16
-    assert plan.steps_per_epoch == 4 and plan.micro_batches_per_epoch == 8 and plan.total_steps == 12
+    assert plan.epoch_samples == 64 and plan.global_batch == 16 and plan.grad_accum == 2
+    assert plan.steps_per_epoch == 4 and plan.total_steps == 12
     assert plan.warmup_steps == 1 and plan.peak_lr == pytest.approx(1e-3 * 16 / 256)
-    with pytest.raises(ValueError, match="data.shards is empty"):
+    with pytest.raises(ConfigError, match="data.shards is empty"):
         make_plan(load_config(PretrainConfig, "configs/pretrain_tiny.yaml"), 1)
+
+
+def test_global_batch_size_gives_the_same_recipe_at_every_world_size(tmp_path):
+    shards = make_shards(tmp_path / "s", [60, 40])
+    cfg = load_config(PretrainConfig, "configs/pretrain_tiny.yaml",
+                      [f"data.shards=[{shards}]", "deepspeed.global_batch_size=24", "deepspeed.micro_batch_size=4",
+                       "schedule.epochs=3", "optimizer.lr=null"])
+    plans = {w: make_plan(cfg, w) for w in (1, 2, 3, 6)}
+    assert {w: p.grad_accum for w, p in plans.items()} == {1: 6, 2: 3, 3: 2, 6: 1}
+    fixed = {(p.global_batch, p.peak_lr, p.steps_per_epoch, p.total_steps, p.warmup_steps) for p in plans.values()}
+    assert fixed == {(24, 1e-3 * 24 / 256, 4, 12, 1)}  # the same arithmetic: exactly equal
+    assert all(build_ds_config(cfg, w, "fp32")["train_batch_size"] == 24 for w in plans)
+    for world in (4, 5):  # 24 / (4 x 4) and 24 / (4 x 5) are not whole accumulation counts
+        with pytest.raises(ConfigError, match=rf"deepspeed.global_batch_size=24 cannot be realised on {world} ranks "
+                                              r"with deepspeed.micro_batch_size=4.*World sizes that can: \[1, 2, 3, 6\]"):
+            make_plan(cfg, world)
+    with pytest.raises(ConfigError, match="grad_accum_steps=2 contradicts deepspeed.global_batch_size=24"):
+        make_plan(load_config(PretrainConfig, "configs/pretrain_tiny.yaml",
+                              [f"data.shards=[{shards}]", "deepspeed.global_batch_size=24",
+                               "deepspeed.micro_batch_size=4", "deepspeed.grad_accum_steps=2"]), 1)
+    # the paper's config: batch 64 whatever the GPU count, micro-batch = 64 / GPUs
+    paper = load_config(PretrainConfig, "configs/pretrain_vitb16.yaml", [f"data.shards=[{shards}]",
+                                                                         "data.epoch_samples=374192"])
+    for gpus, micro in ((1, 64), (8, 8), (64, 1)):
+        p = make_plan(paper, gpus)
+        assert (p.micro_batch, p.grad_accum, p.global_batch, p.peak_lr) == (micro, 1, 64, 1e-3)
+        assert (p.steps_per_epoch, p.total_steps, p.warmup_steps) == (5846, 584600, 58460)
+    cluster = load_config(PretrainConfig, "configs/pretrain_vitb16_cluster.yaml",
+                          [f"data.shards=[{shards}]", "data.epoch_samples=374192"])
+    p = make_plan(cluster, 16)
+    assert (p.micro_batch, p.grad_accum, p.global_batch, p.steps_per_epoch) == (64, 4, 4096, 91)
+    assert p.peak_lr == pytest.approx(1.5e-4 * 4096 / 256)
+
+
+def test_compiled_model_gets_the_same_parameter_groups():
+    model = create_model("mae_vit_tiny_patch8")
+    compiled = torch.compile(model, backend="aot_eager")  # wraps names in `_orig_mod.`; nothing compiles yet
+    assert next(iter(dict(compiled.named_parameters()))).startswith("_orig_mod.")
+    plain, wrapped = param_groups(model, 0.01), param_groups(compiled, 0.01)
+    for a, b in zip(plain, wrapped):
+        assert [id(p) for p in a["params"]] == [id(p) for p in b["params"]] and a["weight_decay"] == b["weight_decay"]
+    assert any(p is model.cls_token for p in wrapped[1]["params"])  # no decay on tokens under compile either
+
+
+# ---------------------------------------------------------------- device and precision, CUDA queries patched
+def fake_cuda(monkeypatch, capability=(8, 0), count=8, available=True):
+    current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count if available else 0)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: current.append(d))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: capability)
+
+    def touched(*a, **k):
+        raise AssertionError("is_bf16_supported counts emulation and initialises cuda:0: not to be used")
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", touched)
+    return current
+
+
+@pytest.mark.parametrize("capability,expected", [((9, 0), "bf16"), ((8, 0), "bf16"), ((7, 5), "fp16"), ((7, 0), "fp16")])
+def test_auto_precision_is_bf16_only_where_native(monkeypatch, capability, expected):
+    current = fake_cuda(monkeypatch, capability)
+    d = dev.select_device("cuda", local_rank=5)
+    assert current == [5] and d.torch_device == torch.device("cuda", 5) and d.backend == "nccl"  # its own GPU only
+    assert dev.resolve_precision("auto", d) == expected
+    if expected == "fp16":  # explicit bf16 on a GPU without it is refused, not emulated
+        with pytest.raises(ConfigError, match="no native bf16"):
+            dev.resolve_precision("bf16", d)
+
+
+def test_fp16_config_uses_dynamic_loss_scaling_and_parameter_dtype_inputs():
+    cfg = load_config(PretrainConfig, "configs/pretrain_tiny.yaml")
+    ds = build_ds_config(cfg, 2, "fp16")
+    assert ds["fp16"]["enabled"] and ds["fp16"]["loss_scale"] == 0 and not ds["bf16"]["enabled"]
+    assert "data_types" not in ds and dev.param_dtype("fp16") == torch.float16
+    bf16 = build_ds_config(cfg, 2, "bf16")
+    assert "data_types" not in bf16  # no accumulation: nothing to accumulate in fp32
+
+
+def test_stage_0_refused_with_mixed_precision():
+    with pytest.raises(ConfigError, match="zero_stage=0 with precision=bf16.*use zero_stage 1"):
+        load_config(PretrainConfig, "configs/pretrain_tiny.yaml", ["deepspeed.zero_stage=0", "deepspeed.precision=bf16"])
+    load_config(PretrainConfig, "configs/pretrain_tiny.yaml", ["deepspeed.zero_stage=0", "deepspeed.precision=fp32"])
+
+
+def test_no_silent_cpu_fallback(monkeypatch):
+    fake_cuda(monkeypatch, available=False)
+    with pytest.raises(dev.DeviceError) as err:
+        dev.select_device("cuda", 0)
+    msg = str(err.value)
+    assert "CUDA is unusable" in msg and f"torch {torch.__version__} built for CUDA" in msg
+    assert "is_available() = False" in msg and "--cpu" in msg
+    assert dev.select_device("cpu", 3).backend == "gloo"  # CPU ranks when asked for
+    fake_cuda(monkeypatch, count=2)
+    with pytest.raises(dev.DeviceError, match="local rank 2 but this node shows 2 GPU"):
+        dev.select_device("cuda", 2)
+
+
+def test_timeout_bounds_the_s3_retry_budget():
+    from usfmae.data.s3 import ATTEMPT_LIMIT_S
+
+    cfg = load_config(PretrainConfig, "configs/pretrain_vitb16.yaml", ["data.shards=[s3://b/p]"])
+    assert cfg.s3_retry_budget_s() + ATTEMPT_LIMIT_S < cfg.deepspeed.timeout_minutes * 60
+    with pytest.raises(ConfigError, match="data.s3_retry_budget_s=1000 s .* deepspeed.timeout_minutes=10"):
+        load_config(PretrainConfig, "configs/pretrain_vitb16.yaml",
+                    ["data.shards=[s3://b/p]", "deepspeed.timeout_minutes=10", "data.s3_retry_budget_s=1000"])

@@ -22,7 +22,7 @@ def test_init_from_reference_state_dict_then_stop_on_non_finite_losses(tmp_path)
     torch.save({"model": ref.state_dict(), "epoch": 10}, tmp_path / "mae_reference.pth")
     out = tmp_path / "run"
     cmd = [BIN / "deepspeed", "--num_gpus", "1", "--master_port", str(free_port()),
-           REPO / "tests/scripts/pretrain_nan.py", "--config", REPO / "configs/pretrain_tiny.yaml",
+           REPO / "tests/scripts/pretrain_nan.py", "--cpu", "--config", REPO / "configs/pretrain_tiny.yaml",
            "--shards", shards, "--output", out, "--max-steps", "40",
            "--set", "deepspeed.micro_batch_size=8", "--set", "logging.every_steps=1",
            "--set", "checkpoint.every_steps=2", "--set", "checkpoint.max_bad_steps=3",

@@ -1,12 +1,22 @@
 """Every checkpoint conversion in one place.
 
-Formats read: our fp32 safetensors export, a released USF-MAE state dict (.pt/.pth, plain or under
-'model'), an MAE ImageNet checkpoint ({'model': ...}), a DeepSpeed ZeRO checkpoint directory, and a
-timm ViT state dict (encoder only). Formats written: full MAE safetensors and timm ViT encoder.
+Formats read: our fp32 safetensors export, our training checkpoints (below), a released USF-MAE state dict
+(.pt/.pth, plain or under 'model'), an MAE ImageNet checkpoint ({'model': ...}), a DeepSpeed ZeRO checkpoint
+directory (runs of earlier versions), and a timm ViT state dict (encoder only). Formats written: full MAE
+safetensors, timm ViT encoder, and training checkpoints.
 Pickles are never executed: torch.load(weights_only=True) or safetensors only.
+
+Training checkpoint (`checkpoints/<tag>/`, world-size independent: nothing in it depends on how many ranks
+wrote it, so a run resumes on any number of GPUs):
+    model.safetensors      every tensor of the model's state dict, fp32 (the same format as the export)
+    optimizer.safetensors  AdamW moments as 'exp_avg/<name>' and 'exp_avg_sq/<name>', fp32
+    state.json             step, AdamW step count, fp16 loss scale, data position, batch plan, config
+and `checkpoints/latest` naming the newest complete one (a tag directory appears only once complete).
 """
 
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,13 +53,16 @@ class CheckpointError(ValueError):
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
+def plain_name(key: str) -> str:
+    """A parameter name without the prefixes DDP, DeepSpeed or torch.compile put in front of it."""
+    while key.startswith(WRAPPER_PREFIXES):
+        key = key.split(".", 1)[1]
+    return key
+
+
 def strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Parameter names without the prefixes DDP, DeepSpeed or torch.compile put in front of them."""
-    def plain(key: str) -> str:
-        while key.startswith(WRAPPER_PREFIXES):
-            key = key.split(".", 1)[1]
-        return key
-    return {plain(k): v for k, v in state.items()}
+    """A state dict under plain parameter names (plain_name)."""
+    return {plain_name(k): v for k, v in state.items()}
 
 
 def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
@@ -78,7 +91,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
-        return load_deepspeed(path)
+        ours = run_checkpoint_dir(path)
+        return load_file(str(ours / RUN_WEIGHTS), device="cpu") if ours else load_deepspeed(path)
     try:
         if path.suffix == ".safetensors":
             return strip_wrappers(load_file(str(path), device="cpu"))
@@ -157,3 +171,47 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata() or {})
+
+
+# ---------------------------------------------------------------------------- training checkpoints
+RUN_WEIGHTS, RUN_OPTIMIZER, RUN_STATE, LATEST = "model.safetensors", "optimizer.safetensors", "state.json", "latest"
+
+
+def run_checkpoint_dir(path: str | Path) -> Path | None:
+    """Our training checkpoint at `path` (a tag directory, or a checkpoints/ directory with 'latest'), or None."""
+    path = Path(path)
+    if (path / LATEST).is_file():
+        path = path / (path / LATEST).read_text().strip()
+    return path if (path / RUN_STATE).is_file() else None
+
+
+def write_run_checkpoint(ckpt_dir: str | Path, tag: str, weights: dict[str, torch.Tensor],
+                         moments: dict[str, dict[str, torch.Tensor]], state: dict, metadata: dict) -> Path:
+    """Write checkpoints/<tag>/ (into <tag>.tmp, then renamed) and point 'latest' at it, atomically."""
+    ckpt_dir = Path(ckpt_dir)
+    final, tmp = ckpt_dir / tag, ckpt_dir / f"{tag}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_safetensors(weights, tmp / RUN_WEIGHTS, metadata)
+    save_safetensors({f"{k}/{n}": t for k, ts in moments.items() for n, t in ts.items()}, tmp / RUN_OPTIMIZER)
+    (tmp / RUN_STATE).write_text(json.dumps(state, indent=1))
+    shutil.rmtree(final, ignore_errors=True)  # a rerun saving the same step again
+    os.replace(tmp, final)
+    pointer = ckpt_dir / f"{LATEST}.tmp"
+    pointer.write_text(tag)
+    os.replace(pointer, ckpt_dir / LATEST)  # a kill never leaves a half-written 'latest'
+    return final
+
+
+def read_run_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
+    """(state.json, fp32 weights, {moment: {name: tensor}}) of a training checkpoint directory."""
+    path = Path(path)
+    try:
+        state = json.loads((path / RUN_STATE).read_text())
+        weights = load_file(str(path / RUN_WEIGHTS), device="cpu")
+        moments: dict[str, dict[str, torch.Tensor]] = {}
+        for key, t in load_file(str(path / RUN_OPTIMIZER), device="cpu").items():
+            kind, name = key.split("/", 1)
+            moments.setdefault(kind, {})[name] = t
+    except Exception as e:  # noqa: BLE001 - OSError, JSON and safetensors errors alike: name the checkpoint
+        raise CheckpointError(f"cannot read training checkpoint {path}: {type(e).__name__}: {e}") from None
+    return state, weights, moments

@@ -3,6 +3,7 @@
     usfmae build-shards --input data/echo --output s3://bucket/shards/echo   # preprocessing/build_shards.py
     usfmae pretrain --config configs/pretrain_tiny.yaml --shards shards/b    # launch/pretrain.py, one process
     usfmae pretrain --nproc 8 --config configs/pretrain_vitb16.yaml ...      # execs deepspeed --num_gpus 8
+    usfmae pretrain --dry-run --nproc 64 --config ... --shards ...           # the plan at 64 ranks, as JSON
     usfmae finetune --checkpoint runs/usfmae/model.safetensors --data ...    # launch/finetune.py
     usfmae finetune --task segmentation --checkpoint ... --data data/seg ... # lesion masks, Dice/IoU
     usfmae export --checkpoint runs/usfmae --format timm --out enc.safetensors
@@ -37,6 +38,7 @@ PRETRAIN_NOTE = """\
 usfmae pretrain runs ONE process (one GPU, or the CPU). Multi-rank runs go through the DeepSpeed launcher:
   usfmae pretrain --nproc N [--master-port P] ARGS...   execs: deepspeed --num_gpus N launch/pretrain.py ARGS...
   deepspeed --hostfile hostfile launch/pretrain.py ARGS...   several nodes (see docker/README.md)
+  usfmae pretrain --dry-run [--nproc N | --world-size N] ARGS...   the plan (batch split, lr, steps) as JSON
 usfmae options: --nproc N (ranks on this node), --master-port P (rendezvous port with --nproc).
 """
 
@@ -121,6 +123,10 @@ def pretrain(argv: list[str]) -> int:
         print(PRETRAIN_NOTE)
         return run_script("pretrain", ["--help"])
     nproc, port, rest = split_pretrain_args(argv)
+    if "--dry-run" in rest:  # the plan only: no launcher, no process group; --nproc N plans for N ranks
+        if nproc and not any(a.startswith("--world-size") for a in rest):
+            rest += ["--world-size", str(nproc)]
+        return run_script("pretrain", rest)
     if nproc:
         cmd = deepspeed_command(nproc, port, rest)
         print("[usfmae] exec " + " ".join(cmd), file=sys.stderr, flush=True)

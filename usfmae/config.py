@@ -27,24 +27,31 @@ class DataConfig(Section):
         "Shard sources: local globs/brace patterns ('shards/demo-{000000..000003}.tar', 'shards/*.tar'), "
         "directories holding a manifest.json, or s3://bucket/prefix URLs. Several sources are mixed by `weights`."))
     weights: list[float] | None = Field(None, description=(
-        "Sampling weight per entry of `shards` (e.g. [0.7, 0.3] for 70% new institutional data, 30% replay). "
-        "None = proportional to their sizes."))
+        "Share of each epoch per entry of `shards` (e.g. [0.7, 0.3] for 70% new institutional data, 30% replay): "
+        "exact counts of epoch_samples, mixed throughout the epoch; a source drawn more than it holds is cycled "
+        "(reshuffled). None = proportional to their sizes."))
     shuffle_buffer: int = Field(1000, ge=0, description=(
-        "Sample shuffle across shards, per loader worker: the worker's shards (already in a per-epoch seeded "
-        "order) are grouped into windows of consecutive shards holding at least this many samples (manifest "
-        "counts), and each window's samples are held in memory and yielded in a seeded permutation. 0, or shards "
-        "of at least this size, = shuffle within each shard. Windows are cut from the manifest, so resume stays "
-        "exact: finished windows are skipped unopened, a partly consumed one is re-read and its remaining "
-        "samples follow in the same order. Memory: about one window of encoded images per worker and source."))
-    num_workers: int = Field(2, ge=0, description="DataLoader worker processes per rank.")
+        "Sample shuffle across shards: each source's shards (in a per-epoch seeded order) are grouped into windows "
+        "of consecutive shards holding at least this many samples (manifest counts), and each window's samples "
+        "are yielded in a seeded permutation. 0, or shards of at least this size, = shuffle within each shard. "
+        "Windows are cut from the manifest, so resume stays exact: windows before the position are skipped "
+        "unopened. Memory: about one window of encoded images per loader worker and source."))
+    num_workers: int = Field(2, ge=0, description=(
+        "DataLoader worker processes per rank; each is one stream of the epoch's positions (0 = one, in-process). "
+        "Changing it on resume re-cuts the remaining positions: nothing is repeated or lost."))
     epoch_samples: int | None = Field(None, gt=0, description=(
-        "Samples per epoch. None = the total in the shard manifests (the build's manifest.json)."))
+        "Samples per epoch, drawn from the sources in proportion to `weights` (exact counts). None = the total in "
+        "the shard manifests (the build's manifest.json): every sample once per epoch."))
     augment: Literal["fused", "torchvision", "none"] = Field("fused", description=(
         "The paper's augmentations (rotation 0-90, flips, RandomResizedCrop scale (0.5, 2.0)). fused: "
         "torchvision's parameter draws applied as one OpenCV affine warp (fast); torchvision: its v2 transforms; "
         "none: resize only. Booleans from older configs read as true = fused, false = none."))
     s3_endpoint_url: str | None = Field(None, description=(
         "Custom S3 endpoint (MinIO, Ceph, moto). None = AWS with the standard boto3 credential chain."))
+    s3_retry_budget_s: float | None = Field(None, gt=0, description=(
+        "Seconds a loader may spend retrying one shard read from S3 before the run stops with an error naming "
+        "the shard. None = half of what deepspeed.timeout_minutes leaves after one attempt's limit. Must stay below the process-group timeout (with "
+        "one attempt's own time limit), or a rank stuck retrying would be killed by the timeout instead."))
 
     @field_validator("augment", mode="before")
     @classmethod
@@ -118,29 +125,65 @@ class OptimizerConfig(Section):
 class ScheduleConfig(Section):
     epochs: float = Field(100, gt=0, description="Length in epochs (ignored when max_steps is set).")
     max_steps: int | None = Field(None, gt=0, description="Length in optimizer steps; overrides epochs.")
+    stop_at_step: int | None = Field(None, gt=0, description=(
+        "Save a checkpoint and exit (code 0) after this optimizer step, without changing the schedule: for job "
+        "slots shorter than the run. Rerun without it (or with a later step) to continue."))
     warmup_fraction: float = Field(0.1, ge=0, lt=1, description="Linear warmup over this fraction of all steps.")
     min_lr: float = Field(1e-5, ge=0, description="Floor of the half-cycle cosine decay.")
 
 
 class DeepSpeedSection(Section):
-    zero_stage: Literal[0, 1, 2] = Field(2, description="ZeRO stage (2 partitions optimizer state and gradients).")
-    micro_batch_size: int = Field(64, gt=0, description="Images per rank per forward pass.")
-    grad_accum_steps: int = Field(1, gt=0, description="Micro-batches accumulated per optimizer step.")
+    device: Literal["cuda", "cpu"] = Field("cuda", description=(
+        "cuda: one GPU per rank (NCCL); start-up stops, saying what torch sees, when CUDA is unusable. cpu: CPU "
+        "ranks over gloo (tests, demo, debugging); never chosen silently: set it (or pass --cpu)."))
+    zero_stage: Literal[0, 1, 2] = Field(2, description=(
+        "ZeRO stage: 1 partitions optimizer state, 2 also gradients. 0 (plain data parallel) only with fp32 "
+        "precision: with bf16/fp16 DeepSpeed 0.19.8 cannot accumulate in fp32 at stage 0; use 1."))
+    global_batch_size: int | None = Field(None, gt=0, description=(
+        "Images per optimizer step over all ranks. Set: grad_accum_steps = global_batch_size / (micro_batch_size "
+        "x world size), and a world size that cannot realise it exactly is refused at start-up; the same config "
+        "then gives the same batch, lr and schedule on any number of GPUs. None = micro_batch_size x "
+        "grad_accum_steps x world size."))
+    micro_batch_size: int | None = Field(64, gt=0, description=(
+        "Images per rank per forward pass. None (with global_batch_size) = global_batch_size / world size, "
+        "i.e. no gradient accumulation."))
+    grad_accum_steps: int | None = Field(None, gt=0, description=(
+        "Micro-batches accumulated per optimizer step. None = derived from global_batch_size, or 1 without it."))
     gradient_clipping: float = Field(1.0, ge=0, description="Global gradient-norm clip (0 = off).")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description=(
-        "auto = bf16 on GPU, fp32 on CPU."))
+        "auto = bf16 on GPUs that have it natively (compute capability >= 8.0), fp16 with dynamic loss scaling "
+        "on older ones, fp32 on CPU. bf16 with gradient accumulation accumulates gradients in fp32."))
+    timeout_minutes: float = Field(30.0, gt=0, description=(
+        "Process-group timeout: a collective that waits longer (a hung or dead rank) fails the run instead of "
+        "hanging it. Long side-work never holds ranks (the k-NN monitor runs beside training), and the S3 retry "
+        "budget stays below it."))
     activation_checkpointing: bool = Field(False, description="Recompute block activations to save memory.")
-    compile: bool = Field(False, description="torch.compile the model (first steps are slow while it compiles).")
+    compile: bool = Field(False, description=(
+        "torch.compile the model (first steps are slow while it compiles). Checkpoints do not depend on it: a "
+        "run resumes with compile switched on or off."))
     compile_backend: str = Field("inductor", min_length=1, description=(
         "torch.compile backend: 'inductor' generates fused kernels (needs a C++ compiler on CPU, Triton on GPU); "
         "'aot_eager' traces forward and backward without code generation (a quick check that the model compiles)."))
     overrides: dict[str, Any] = Field(default_factory=dict, description=(
         "Extra keys merged into the generated DeepSpeed JSON (advanced; never needed for the paper's recipe)."))
 
+    @model_validator(mode="after")
+    def _check(self) -> "DeepSpeedSection":
+        if self.micro_batch_size is None and self.global_batch_size is None:
+            raise ValueError("micro_batch_size: null needs global_batch_size (it is global_batch_size / world size)")
+        if self.zero_stage == 0 and self.precision in ("bf16", "fp16"):
+            raise ValueError(f"zero_stage=0 with precision={self.precision}: DeepSpeed 0.19.8 keeps stage-0 "
+                             "mixed-precision state in a wrapper that cannot accumulate gradients in fp32 nor "
+                             "resume on another world size; use zero_stage 1 (the same communication as stage 0, "
+                             "optimizer state partitioned) or 2")
+        return self
+
 
 class CheckpointConfig(Section):
-    every_steps: int = Field(1000, gt=0, description="Save a DeepSpeed checkpoint every N optimizer steps (and at the end).")
-    keep_last: int = Field(3, gt=0, description="DeepSpeed checkpoints kept; older ones are deleted.")
+    every_steps: int = Field(1000, gt=0, description=(
+        "Save a checkpoint every N optimizer steps (and at the end): full fp32 weights, AdamW moments and the "
+        "data position, independent of the number of GPUs (usfmae.checkpoint)."))
+    keep_last: int = Field(3, gt=0, description="Checkpoints kept; older ones are deleted.")
     init_from: str | None = Field(None, description=(
         "Weights to start from: released USF-MAE .pt, MAE ImageNet checkpoint, or our .safetensors export."))
     max_bad_steps: int = Field(20, gt=0, description="Stop after this many consecutive non-finite losses.")
@@ -155,8 +198,9 @@ class LoggingConfig(Section):
         "micro-batch (large on long runs; for debugging data order and resume)."))
     knn_every: int = Field(0, ge=0, description=(
         "Every N optimizer steps (and at the end), rank 0 measures frozen-encoder feature quality on "
-        "`knn_data` (usfmae.finetune.probe.monitor_knn: 5-fold k-NN and linear probe) and logs knn/* values; "
-        "the other ranks wait at a barrier, so keep the set small (a few hundred images). 0 = off."))
+        "`knn_data` (usfmae.finetune.probe.monitor_knn: 5-fold k-NN and linear probe) on a copy of the weights in "
+        "a background thread, and logs knn/* values when it is done; no rank waits for it (a measurement still "
+        "running when the next is due is skipped and logged). Keep the set small (a few hundred images). 0 = off."))
     knn_data: str | None = Field(None, description=(
         "Class-folder tree (root/<class>/<images>) for the k-NN monitor; required when knn_every > 0."))
 
@@ -185,7 +229,23 @@ class PretrainConfig(Section):
         if self.data.weights is not None and len(self.data.weights) != len(self.data.shards):
             raise ValueError(f"data.weights has {len(self.data.weights)} entries but data.shards has "
                              f"{len(self.data.shards)}")
+        from .data.s3 import ATTEMPT_LIMIT_S
+
+        timeout_s = self.deepspeed.timeout_minutes * 60
+        budget = self.s3_retry_budget_s()
+        if any(s.startswith("s3://") for s in self.data.shards) and (budget <= 0 or budget + ATTEMPT_LIMIT_S >= timeout_s):
+            raise ValueError(f"data.s3_retry_budget_s={budget:g} s plus one S3 attempt's own limit ({ATTEMPT_LIMIT_S:g} s: "
+                             f"botocore's retries and time-outs) must stay below deepspeed.timeout_minutes="
+                             f"{self.deepspeed.timeout_minutes:g} ({timeout_s:g} s): lower the budget or raise the timeout")
         return self
+
+    def s3_retry_budget_s(self) -> float:
+        """Seconds one shard read may spend retrying: data.s3_retry_budget_s, default half of what the
+        process-group timeout leaves after one attempt's own limit."""
+        from .data.s3 import ATTEMPT_LIMIT_S
+
+        budget = self.data.s3_retry_budget_s
+        return budget if budget is not None else (self.deepspeed.timeout_minutes * 60 - ATTEMPT_LIMIT_S) / 2
 
 
 # ---------------------------------------------------------------------------- loading

@@ -11,6 +11,11 @@ from functools import lru_cache
 from urllib.parse import urlparse
 
 ENDPOINT_ENV = "USFMAE_S3_ENDPOINT_URL"
+# botocore's own limits for one call: attempts, and per attempt connect and read time-outs; standard-mode
+# backoff between its attempts is at most 20 s. ATTEMPT_LIMIT_S bounds one call of ours, retries included.
+BOTO_ATTEMPTS, CONNECT_TIMEOUT_S, READ_TIMEOUT_S, BOTO_MAX_BACKOFF_S = 5, 10, 60, 20
+MAX_DELAY_S = 30.0  # cap of our own backoff between attempts
+ATTEMPT_LIMIT_S = BOTO_ATTEMPTS * (CONNECT_TIMEOUT_S + READ_TIMEOUT_S) + (BOTO_ATTEMPTS - 1) * BOTO_MAX_BACKOFF_S
 
 
 class S3Error(RuntimeError):
@@ -32,27 +37,38 @@ def s3_client(endpoint_url: str | None = None):
     from botocore.config import Config
 
     endpoint = endpoint_url or os.environ.get(ENDPOINT_ENV) or None
-    cfg = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60)
+    cfg = Config(retries={"max_attempts": BOTO_ATTEMPTS, "mode": "standard"}, connect_timeout=CONNECT_TIMEOUT_S,
+                 read_timeout=READ_TIMEOUT_S)
     return boto3.client("s3", endpoint_url=endpoint, config=cfg)
 
 
-def with_retries(what: str, fn, attempts: int = 5, base_delay: float = 0.5):
-    """Call fn(); on failure wait base_delay * 2**i and retry; raise S3Error naming `what` at the end."""
+def with_retries(what: str, fn, attempts: int = 5, base_delay: float = 0.5, budget_s: float | None = None):
+    """Call fn(); on failure wait base_delay * 2**i (at most MAX_DELAY_S) and retry; raise S3Error naming `what`.
+
+    `budget_s`: no new attempt starts once that many seconds have passed since the first (a training rank
+    must give up before the process-group timeout, see PretrainConfig.s3_retry_budget_s).
+    """
+    start = time.monotonic()
     for i in range(attempts):
         try:
             return fn()
         except Exception as e:  # botocore raises many types; all are retried the same way
+            delay = min(base_delay * 2**i, MAX_DELAY_S)
+            spent = time.monotonic() - start
+            if budget_s is not None and spent + delay >= budget_s:
+                raise S3Error(f"{what}: failed after {i + 1} attempts in {spent:.0f} s (retry budget {budget_s:g} s, "
+                              f"data.s3_retry_budget_s): {type(e).__name__}: {e}") from e
             if i == attempts - 1:
                 raise S3Error(f"{what}: failed after {attempts} attempts: {type(e).__name__}: {e}") from e
-            time.sleep(base_delay * 2**i)
+            time.sleep(delay)
 
 
-def read_bytes(url: str, endpoint_url: str | None = None, attempts: int = 5) -> bytes:
+def read_bytes(url: str, endpoint_url: str | None = None, attempts: int = 5, budget_s: float | None = None) -> bytes:
     """Whole object as bytes (shards are read whole so a dropped connection only retries one object)."""
     bucket, key = split_s3_url(url)
     client = s3_client(endpoint_url)
-    return with_retries(f"reading {url}",
-                        lambda: client.get_object(Bucket=bucket, Key=key)["Body"].read(), attempts)
+    return with_retries(f"reading {url}", lambda: client.get_object(Bucket=bucket, Key=key)["Body"].read(),
+                        attempts, budget_s=budget_s)
 
 
 def open_url(url: str, mode: str = "rb", endpoint_url: str | None = None, **_) -> io.BufferedIOBase:

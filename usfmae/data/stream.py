@@ -1,23 +1,23 @@
-"""Deterministic, resumable shard streaming for pretraining.
+"""Deterministic, resumable, world-size-independent shard streaming for pretraining.
 
-Each epoch the shards of every source are permuted from (seed, epoch), dealt to ranks, then to
-DataLoader workers. A worker groups its shards, in order, into shuffle windows of consecutive shards
-holding at least `shuffle_buffer` samples (one shard per window when shards are at least that large),
-reads one window at a time, shuffles its samples from a seeded permutation, and cycles through its
-shards again (new permutations) if the epoch needs more samples than it holds, so every rank yields
-exactly the same number of batches whatever the shard sizes.
+The epoch is a global order of sample positions (data.epoch: which source each position draws from, and
+how the positions not yet consumed are cut into one contiguous range per stream, rank x loader worker).
+Within a source, positions take its *sample sequence* in order: per cycle through the source, its shards in
+a seeded order, grouped into shuffle windows of consecutive shards holding at least `shuffle_buffer`
+samples (manifest counts), each window's samples in a seeded permutation. A stream reads one window at a
+time, opens only the windows its range touches and skips the others unread, so resuming at any position
+costs no reading of what came before.
 
-Because every choice is a function of (seed, epoch, rank, worker, position) and windows are cut from
-the manifest counts, the stream position is fully described by the number of batches consumed: a
-resumed run skips whole windows without opening their shards and continues with exactly the samples
-an uninterrupted run would have seen.
+Every choice is a function of (seed, epoch, position): the sample, and its augmentation draws (seeded per
+position). A stream range that starts or ends inside a window reads that window whole and yields only its
+own samples, so when streams outnumber shards, streams share a shard's download but never a sample.
 
 Batches are uint8 [B, C, S, S]: C = 1 when every image of the batch is stored gray, else 3 (gray
 images replicated). Normalisation is the consumer's job (transforms.normalize_batch, on the device).
 """
 
+import bisect
 import io
-import math
 import tarfile
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -29,45 +29,32 @@ from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from . import s3
+from .epoch import Segment, epoch_order, rng, take, total
 from .sources import Shard
 
 
 @dataclass(frozen=True)
 class StreamPlan:
-    """What one rank's loader must produce in one epoch."""
+    """What the epochs are made of: the sources, how many samples each gives per epoch, the seeds."""
     sources: Sequence[Sequence[Shard]]
-    weights: Sequence[float]
-    batch_size: int
-    batches_per_epoch: int  # per rank
-    rank: int
-    world_size: int
+    counts: Sequence[int]  # samples drawn from each source per epoch (data.epoch.apportion)
     seed: int
     shuffle_buffer: int = 0  # samples: shards are shuffled together in windows holding at least this many
 
 
-def _rng(*parts: int) -> np.random.Generator:
-    return np.random.default_rng([int(p) & 0xFFFFFFFF for p in parts])
+def read_shard(url: str, endpoint_url: str | None = None, s3_budget_s: float | None = None) -> list[dict]:
+    """All samples of a tar shard as dicts of raw bytes (keys: __key__, png, json, ...).
 
-
-def worker_shards(shards: Sequence[Shard], seed: int, epoch: int, source: int, rank: int, world: int,
-                  worker: int, num_workers: int) -> list[Shard]:
-    """This worker's shards for the epoch: permuted per epoch, split by node (rank) then by worker."""
-    order = _rng(seed, epoch, source, 1).permutation(len(shards))
-    streams = world * num_workers
-    slot = rank * num_workers + worker
-    mine = [shards[i] for i in order[slot::streams]]
-    if not mine:  # fewer shards than streams: share them, offset so streams start on different shards
-        mine = [shards[order[slot % len(shards)]]]
-    return mine
-
-
-def read_shard(url: str, endpoint_url: str | None = None) -> list[dict]:
-    """All samples of a tar shard as dicts of raw bytes (keys: __key__, png, json, ...)."""
+    S3 reads retry until `s3_budget_s` is spent (then the error names the shard), never past it."""
     try:
-        data = s3.read_bytes(url, endpoint_url) if url.startswith("s3://") else open(url, "rb").read()
+        if url.startswith("s3://"):
+            data = s3.read_bytes(url, endpoint_url, attempts=1000 if s3_budget_s else 5, budget_s=s3_budget_s)
+        else:
+            with open(url, "rb") as f:
+                data = f.read()
         files = ({**f, "__url__": url} for f in tar_file_iterator(io.BytesIO(data)))
         return list(group_by_keys(files))
-    except (OSError, tarfile.TarError, ValueError) as e:
+    except (OSError, tarfile.TarError, ValueError, s3.S3Error) as e:
         raise RuntimeError(f"cannot read shard {url}: {e}") from e
 
 
@@ -89,40 +76,52 @@ def shuffle_windows(shards: Sequence[Shard], buffer: int) -> list[list[int]]:
     return windows
 
 
-class SourceStream:
-    """Infinite sample stream of one source for one (rank, worker), positioned by samples consumed.
+class SourceSequence:
+    """The sample sequence of one source in one epoch, read window by window.
 
-    The samples of one shuffle window (shuffle_windows) are held in memory and yielded in a permutation
-    drawn from (seed, epoch, source, cycle, window).
+    Index i is in cycle i // size (a fresh shard order per cycle, for epochs that draw more samples than the
+    source holds); within a cycle, windows of the cycle's shard order, each in a seeded permutation.
     """
 
-    def __init__(self, shards: list[Shard], seed: int, epoch: int, source: int, endpoint_url: str | None,
-                 shuffle_buffer: int = 0):
-        self.shards, self.seed, self.epoch, self.source = shards, seed, epoch, source
-        self.endpoint_url = endpoint_url
-        self.windows = shuffle_windows(shards, shuffle_buffer)
+    def __init__(self, shards: Sequence[Shard], seed: int, epoch: int, source: int, shuffle_buffer: int,
+                 endpoint_url: str | None = None, s3_budget_s: float | None = None):
+        self.shards, self.seed, self.epoch, self.source = list(shards), seed, epoch, source
+        self.buffer, self.endpoint_url, self.s3_budget_s = shuffle_buffer, endpoint_url, s3_budget_s
+        self.size = sum(s.samples for s in self.shards)
+        if self.size == 0:
+            raise RuntimeError(f"shards of source {source} hold no samples: " + ", ".join(s.url for s in shards[:3]))
+        self._cycle = self._loaded = None
         self.shards_opened: list[str] = []
 
-    def samples(self, skip: int = 0) -> Iterator[dict]:
-        total = sum(s.samples for s in self.shards)
-        if total == 0:
-            raise RuntimeError(f"shards of source {self.source} hold no samples: "
-                               + ", ".join(s.url for s in self.shards[:3]))
-        for cycle in range(1_000_000):
-            for w, window in enumerate(self.windows):
-                size = sum(self.shards[i].samples for i in window)
-                if skip >= size:  # resume: skip whole windows from manifest counts, unopened
-                    skip -= size
-                    continue
-                samples = []
-                for i in window:
-                    samples += read_shard(self.shards[i].url, self.endpoint_url)
-                    self.shards_opened.append(self.shards[i].url)
-                perm = _rng(self.seed, self.epoch, self.source, cycle, w).permutation(len(samples))
-                for j in perm[skip:]:
-                    yield samples[j]
-                skip = 0
-                del samples  # free the window before the next one is read
+    def _windows(self, cycle: int) -> tuple[list[list[Shard]], list[int]]:
+        """The cycle's windows (lists of shards) and the index at which each starts."""
+        if self._cycle is None or self._cycle[0] != cycle:
+            order = rng(self.seed, self.epoch, self.source, cycle, 1).permutation(len(self.shards))
+            ordered = [self.shards[i] for i in order]
+            windows = [[ordered[i] for i in w] for w in shuffle_windows(ordered, self.buffer)]
+            starts = np.cumsum([0] + [sum(s.samples for s in w) for w in windows[:-1]]).tolist()
+            self._cycle = (cycle, windows, starts)
+        return self._cycle[1], self._cycle[2]
+
+    def __getitem__(self, i: int) -> dict:
+        """Sample i of the sequence; sequential access reads each window once."""
+        cycle, offset = divmod(i, self.size)
+        windows, starts = self._windows(cycle)
+        w = bisect.bisect_right(starts, offset) - 1
+        if self._loaded is None or self._loaded[0] != (cycle, w):
+            self._loaded = None  # free the previous window before reading the next
+            samples = []
+            for shard in windows[w]:
+                samples += read_shard(shard.url, self.endpoint_url, self.s3_budget_s)
+                self.shards_opened.append(shard.url)
+            expected = sum(s.samples for s in windows[w])
+            if len(samples) != expected:
+                raise RuntimeError(f"shards {', '.join(s.url for s in windows[w])} hold {len(samples)} samples, "
+                                   f"their manifest says {expected}: rebuild the manifest")
+            perm = rng(self.seed, self.epoch, self.source, cycle, w).permutation(len(samples))
+            self._loaded = ((cycle, w), samples, perm)
+        _, samples, perm = self._loaded
+        return samples[perm[offset - starts[w]]]
 
 
 def decode_image(sample: dict) -> np.ndarray:
@@ -152,57 +151,49 @@ def worker_init(worker_id: int) -> None:
     cv2.setNumThreads(1)
 
 
+def position_seed(seed: int, epoch: int, position: int) -> int:
+    """Seed of one sample's augmentation draws: the same at any world size or resume point."""
+    return int(rng(seed, epoch, position, 4).integers(2**62))
+
+
 class PretrainStream(IterableDataset):
-    """Yields (uint8 images [B, C, S, S], info dict) batches; exactly plan.batches_per_epoch per rank and epoch.
+    """Yields (uint8 images [B, C, S, S], info) micro-batches of one rank in one segment, from `start_micro` on.
 
     `transform` maps a decoded uint8 array to a uint8 [C, S, S] tensor (transforms.pretrain_transform).
+    info: keys (sample keys), micro (the micro-batch's index in the segment), worker, new_shards.
     """
 
-    def __init__(self, plan: StreamPlan, transform: Callable, epoch: int = 0, start_batch: int = 0,
-                 endpoint_url: str | None = None):
-        self.plan, self.transform, self.epoch = plan, transform, epoch
-        self.start_batch, self.endpoint_url = start_batch, endpoint_url
-
-    def worker_batches(self, worker: int, num_workers: int) -> int:
-        """Batches of this epoch produced by stream `worker` (batches worker, worker + W, ...)."""
-        return len(range(worker, self.plan.batches_per_epoch, num_workers))
-
-    def _source_choices(self, worker: int, n: int) -> np.ndarray:
-        p = self.plan
-        w = np.asarray(p.weights, dtype=np.float64)
-        return _rng(p.seed, self.epoch, p.rank, worker, 2).choice(len(p.sources), size=n, p=w / w.sum())
+    def __init__(self, plan: StreamPlan, segment: Segment, transform: Callable, rank: int = 0,
+                 start_micro: int = 0, endpoint_url: str | None = None, s3_budget_s: float | None = None):
+        self.plan, self.segment, self.transform, self.rank = plan, segment, transform, rank
+        self.start_micro, self.endpoint_url, self.s3_budget_s = start_micro, endpoint_url, s3_budget_s
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, dict]]:
         info = get_worker_info()
         loader_worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        # DataLoader deals batches round-robin starting at loader worker 0. Stream `s` makes the epoch's
-        # batches s, s + W, ...; after a resume at `start_batch`, loader worker 0 must play the stream
-        # that makes batch `start_batch`, so the global order is the same as without the restart.
-        worker = (loader_worker + self.start_batch) % num_workers
-        p = self.plan
-        mine = self.worker_batches(worker, num_workers)
-        done = len(range(worker, self.start_batch, num_workers))  # batches this worker made before resume
-        choices = self._source_choices(worker, mine * p.batch_size)
-        skips = np.bincount(choices[:done * p.batch_size], minlength=len(p.sources))
-        streams = [SourceStream(worker_shards(s, p.seed, self.epoch, k, p.rank, p.world_size, worker,
-                                              num_workers), p.seed, self.epoch, k, self.endpoint_url,
-                                p.shuffle_buffer)
-                   for k, s in enumerate(p.sources)]
-        iters = [st.samples(skip=int(skips[k])) for k, st in enumerate(streams)]
-        for b in range(done, mine):
-            batch_choices = choices[b * p.batch_size:(b + 1) * p.batch_size]
-            # Seed the augmentations per batch so a resumed run augments exactly like an uninterrupted one.
-            torch.manual_seed(int(_rng(p.seed, self.epoch, p.rank, worker, b).integers(2**62)))
-            images, keys = [], []
-            opened_before = [len(st.shards_opened) for st in streams]
-            for k in batch_choices:
-                sample = next(iters[k])
+        seg, p = self.segment, self.plan
+        if num_workers != seg.workers:
+            raise ValueError(f"the segment was laid out for {seg.workers} loader workers, the DataLoader has "
+                             f"{num_workers}")
+        # DataLoader deals batches round-robin starting at loader worker 0, and micro-batch m belongs to
+        # stream m % workers: after `start_micro`, loader worker 0 plays the stream that makes it.
+        worker = (loader_worker + self.start_micro) % num_workers
+        done = seg.stream_batches(worker, self.start_micro)
+        order = epoch_order(tuple(p.counts), p.seed, seg.epoch)
+        sequences = [SourceSequence(s, p.seed, seg.epoch, k, p.shuffle_buffer, self.endpoint_url, self.s3_budget_s)
+                     for k, s in enumerate(p.sources)]
+        b = seg.micro_batch
+        mine = seg.stream_range(self.rank, worker)
+        batch_no, images, keys, opened = done, [], [], [0] * len(sequences)
+        for a, z in take(mine, done * b, total(mine) - done * b):  # what this stream has not yet made
+            for pos, k, i in order.walk(a, z):
+                sample = sequences[k][i]
+                torch.manual_seed(position_seed(p.seed, seg.epoch, pos))
                 images.append(self.transform(decode_image(sample)))
                 keys.append(sample["__key__"])
-            new_shards = [u for st, n in zip(streams, opened_before) for u in st.shards_opened[n:]]
-            yield stack_images(images), {"keys": keys, "worker": worker, "batch": b, "new_shards": new_shards}
-
-
-def batches_per_epoch(epoch_samples: int, batch_size: int, world_size: int) -> int:
-    """Micro-batches every rank draws per epoch (at least one)."""
-    return max(1, math.floor(epoch_samples / (batch_size * world_size)))
+                if len(images) == b:
+                    new = [u for sq, n in zip(sequences, opened) for u in sq.shards_opened[n:]]
+                    opened = [len(sq.shards_opened) for sq in sequences]
+                    yield stack_images(images), {"keys": keys, "micro": worker + batch_no * num_workers,
+                                                 "worker": worker, "new_shards": new}
+                    batch_no, images, keys = batch_no + 1, [], []

@@ -2,25 +2,8 @@
 
 from typing import Any
 
-import torch
-
 from ..config import PretrainConfig
-
-
-def pick_device() -> tuple[str, str, str]:
-    """(device type, distributed backend, precision for 'auto'): bf16 + NCCL on GPU, fp32 + gloo on CPU."""
-    if torch.cuda.is_available():
-        bf16_ok = torch.cuda.is_bf16_supported()
-        return "cuda", "nccl", "bf16" if bf16_ok else "fp16"
-    return "cpu", "gloo", "fp32"
-
-
-def resolve_precision(requested: str, device: str) -> str:
-    auto = pick_device()[2] if device == "cuda" else "fp32"
-    precision = auto if requested == "auto" else requested
-    if device == "cpu" and precision != "fp32":
-        raise ValueError(f"deepspeed.precision={requested!r} needs a GPU; use 'auto' or 'fp32' on CPU")
-    return precision
+from .plan import batch_split
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -33,10 +16,11 @@ def _merge(base: dict, extra: dict) -> dict:
 def build_ds_config(cfg: PretrainConfig, world_size: int, precision: str) -> dict[str, Any]:
     """ZeRO stage, batch arithmetic, clipping and precision from our config, plus user overrides."""
     ds = cfg.deepspeed
+    micro, accum, global_batch = batch_split(ds, world_size)
     conf: dict[str, Any] = {
-        "train_micro_batch_size_per_gpu": ds.micro_batch_size,
-        "gradient_accumulation_steps": ds.grad_accum_steps,
-        "train_batch_size": ds.micro_batch_size * ds.grad_accum_steps * world_size,
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": accum,
+        "train_batch_size": global_batch,
         "gradient_clipping": ds.gradient_clipping,
         "zero_optimization": {"stage": ds.zero_stage, "overlap_comm": False,
                               "contiguous_gradients": True, "reduce_bucket_size": 5e7,
@@ -44,8 +28,14 @@ def build_ds_config(cfg: PretrainConfig, world_size: int, precision: str) -> dic
         # Our optimizer is torch's AdamW (fused): DeepSpeed must accept a client optimizer under ZeRO.
         "zero_allow_untested_optimizer": True,
         "bf16": {"enabled": precision == "bf16"},
-        "fp16": {"enabled": precision == "fp16"},
+        # fp16: dynamic loss scaling (loss_scale 0), from 2**16, halved on overflow (that step is skipped).
+        "fp16": {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16,
+                 "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1},
         "steps_per_print": 10**9,  # we log ourselves
         "wall_clock_breakdown": False,
     }
+    if precision == "bf16" and accum > 1:
+        # Summing micro-batch gradients in bf16 loses their small parts (8-bit mantissa); DeepSpeed 0.19.8
+        # accumulates in fp32 with this key (ZeRO 1: its BF16_Optimizer, ZeRO 2: fp32 gradient partitions).
+        conf["data_types"] = {"grad_accum_dtype": "fp32"}
     return _merge(conf, ds.overrides)

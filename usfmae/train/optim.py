@@ -3,12 +3,18 @@
 import torch
 import torch.nn as nn
 
+from ..checkpoint import plain_name
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: decayed weights, and biases / norms / tokens / position embeddings without decay."""
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    """Two groups: decayed weights, and biases / norms / tokens / position embeddings without decay.
+
+    The same for a torch.compile'd or DeepSpeed-wrapped model: names are compared without their prefixes."""
+    inner = getattr(model, "_orig_mod", model)
+    skip = set(inner.no_weight_decay()) if hasattr(inner, "no_weight_decay") else set()
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        name = plain_name(name)
         if not p.requires_grad:
             continue
         if p.ndim <= 1 or name.endswith(".bias") or name in skip:

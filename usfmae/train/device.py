@@ -1,0 +1,90 @@
+"""Which device a rank trains on and in which precision; no silent fallback to the CPU.
+
+Each rank touches only its own GPU (cuda:LOCAL_RANK) and asks that GPU, not cuda:0, what it supports.
+bf16 is chosen only where it is native (compute capability >= 8.0: Ampere and later); `is_bf16_supported()`
+also counts emulation, which is slow, so it is not used. Older GPUs get fp16 with dynamic loss scaling.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import ConfigError
+
+BF16_MIN_CAPABILITY = (8, 0)
+
+
+class DeviceError(RuntimeError):
+    """Launched for GPUs but CUDA is unusable; the message says what torch sees."""
+
+
+@dataclass(frozen=True)
+class Device:
+    torch_device: torch.device
+    backend: str  # process-group backend: nccl or gloo
+    capability: tuple[int, int] | None  # of this rank's GPU
+
+    @property
+    def type(self) -> str:
+        return self.torch_device.type
+
+
+def cuda_report() -> str:
+    """What torch sees of CUDA: versions, devices, the driver, and the initialisation error if any."""
+    lines = [f"torch {torch.__version__} built for CUDA {torch.version.cuda or 'none (a CPU-only wheel)'}",
+             f"torch.cuda.is_available() = {torch.cuda.is_available()}, device_count() = {torch.cuda.device_count()}",
+             f"CUDA_VISIBLE_DEVICES = {os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}"]
+    try:
+        torch.cuda.init()
+    except Exception as e:  # noqa: BLE001 - the reason is what we report
+        lines.append(f"CUDA initialisation failed: {type(e).__name__}: {e}")
+    try:
+        driver = torch._C._cuda_getDriverVersion()  # e.g. 12080 = the newest CUDA the driver supports, 12.8
+        lines.append(f"driver supports CUDA up to {driver // 1000}.{driver % 1000 // 10}" if driver else
+                     "no NVIDIA driver found by the CUDA runtime")
+    except Exception:  # noqa: BLE001 - CPU-only builds lack the call
+        pass
+    proc = Path("/proc/driver/nvidia/version")
+    if proc.is_file():
+        lines.append("kernel module: " + proc.read_text().splitlines()[0].strip())
+    from ..doctor import CUDA_DRIVER_HINT
+
+    lines.append(f"hint: {CUDA_DRIVER_HINT}; in Docker run with --gpus all; `usfmae doctor` checks the rest")
+    return "\n  ".join(lines)
+
+
+def select_device(requested: str, local_rank: int) -> Device:
+    """This rank's device; for cuda, sets it current before anything else touches CUDA."""
+    if requested == "cpu":
+        return Device(torch.device("cpu"), "gloo", None)
+    if not torch.cuda.is_available():
+        raise DeviceError("deepspeed.device=cuda but CUDA is unusable, so this run would silently train on CPU "
+                          "ranks; stopping. What torch sees:\n  " + cuda_report() +
+                          "\nTo train on CPUs on purpose: --cpu (or --set deepspeed.device=cpu).")
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise DeviceError(f"local rank {local_rank} but this node shows {count} GPU(s): start at most {count} ranks "
+                          "per node (deepspeed --num_gpus / hostfile slots)")
+    torch.cuda.set_device(local_rank)
+    return Device(torch.device("cuda", local_rank), "nccl", tuple(torch.cuda.get_device_capability(local_rank)))
+
+
+def resolve_precision(requested: str, device: Device) -> str:
+    """fp32 / bf16 / fp16 for `deepspeed.precision` on this device."""
+    if device.type == "cpu":
+        # CPU ranks run bf16 and fp16 too (DeepSpeed's CPU accelerator; slow), but only when asked for.
+        return "fp32" if requested == "auto" else requested
+    native_bf16 = device.capability is not None and device.capability >= BF16_MIN_CAPABILITY
+    if requested == "auto":
+        return "bf16" if native_bf16 else "fp16"
+    if requested == "bf16" and not native_bf16:
+        raise ConfigError(f"deepspeed.precision=bf16 but this GPU (compute capability {device.capability}) has no "
+                          "native bf16 (it would be emulated, slowly): use auto or fp16")
+    return requested
+
+
+def param_dtype(precision: str) -> torch.dtype:
+    """The dtype DeepSpeed gives the model's parameters, which inputs must match."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
