@@ -4,7 +4,9 @@ For an input `a/b.dcm` and each frame the readers yield (DICOM/video frames at 3
     {output}/a/b.dcm/00010.clean.png   the cleaned frame, original size
     {output}/a/b.dcm/00010.mask.png    255 where pixels were replaced
     {output}/a/b.dcm/00010.json        kind, index, original_size and the cleaning stats (with timings)
-and {output}/report.json: inputs seen, frames written, rejected inputs with their reason.
+and {output}/report.json: inputs seen, frames written, rejected inputs with their reason; with
+sheets, {output}/sheets/a/b.dcm.png: original | mask | cleaned, a row per frame (at most six,
+spread over the input; `usfmae.cleaning.sheet`).
 Output holds relative input paths: it is a local QA folder, not something to share like shards.
 """
 
@@ -17,7 +19,8 @@ from typing import TextIO
 
 import cv2
 
-from usfmae.cleaning import clean_image
+from usfmae.cleaning import clean_image, to_rgb_uint8
+from usfmae.cleaning.sheet import SheetBuilder
 from usfmae.io import ReadError, iter_frames, list_inputs
 
 from .config import QAConfig
@@ -30,14 +33,18 @@ def write_png(path: Path, image) -> None:
         raise OSError(f"{path}: PNG could not be written")
 
 
-def clean_input(path: Path, out_dir: Path, cfg: QAConfig) -> int:
-    """Clean and write every frame of one input; returns the frame count. Raises ReadError for bad inputs."""
+def clean_input(path: Path, out_dir: Path, cfg: QAConfig, sheet: SheetBuilder | None = None) -> int:
+    """Clean and write every frame of one input; returns the frame count. Raises ReadError for bad inputs.
+
+    With a `sheet`, every frame is also offered to it (original | mask | cleaned rows)."""
     written = 0
     for frame in iter_frames(path, cfg.reader):
         try:
             result = clean_image(frame.image, cfg.cleaning, source=f"{path} frame {frame.index}")
         except (ValueError, cv2.error) as err:
             raise ReadError(path, f"cleaning failed on frame {frame.index} ({type(err).__name__}: {err})") from err
+        if sheet is not None:
+            sheet.add(to_rgb_uint8(frame.image), result, f"frame {frame.index}")
         out_dir.mkdir(parents=True, exist_ok=True)
         stem = out_dir / f"{frame.index:05d}"
         write_png(stem.with_suffix(".clean.png"), result.image)
@@ -50,8 +57,10 @@ def clean_input(path: Path, out_dir: Path, cfg: QAConfig) -> int:
 
 
 def clean_folder(input_dir: str | Path, output_dir: str | Path, cfg: QAConfig | None = None,
-                 log: TextIO | None = None) -> dict:
-    """Clean every input under `input_dir` into `output_dir`; returns (and writes) the report."""
+                 log: TextIO | None = None, sheets: bool = False) -> dict:
+    """Clean every input under `input_dir` into `output_dir`; returns (and writes) the report.
+
+    sheets: also write a contact sheet per input, {output}/sheets/<input path>.png."""
     cfg = cfg or QAConfig()
     root, out = Path(input_dir), Path(output_dir)
     inputs = list_inputs(root)
@@ -59,14 +68,18 @@ def clean_folder(input_dir: str | Path, output_dir: str | Path, cfg: QAConfig | 
     frames, rejected, start = 0, [], time.perf_counter()
     for i, path in enumerate(inputs, 1):
         rel = path.relative_to(root).as_posix()
+        sheet = SheetBuilder() if sheets else None
         try:
-            n = clean_input(path, out / rel, cfg)
+            n = clean_input(path, out / rel, cfg, sheet)
         except ReadError as err:
             rejected.append({"input": rel, "reason": err.reason})
             message = f"rejected: {err.reason}"
         else:
             frames += n
             message = f"{n} frame(s)"
+            if sheet is not None and sheet.rows:
+                (out / "sheets" / rel).parent.mkdir(parents=True, exist_ok=True)
+                write_png(out / "sheets" / f"{rel}.png", sheet.render())
         if log is not None:
             print(f"[clean] {i}/{len(inputs)} {rel}: {message}", file=log, flush=True)
     seconds = time.perf_counter() - start
