@@ -8,6 +8,7 @@ header fields (patient, institution, physicians). `AnnotationTally` pools pixel 
 outside the scan area and precision inside it over `usfmae.data.annotated` samples.
 """
 
+import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -84,6 +85,20 @@ def psnr_from_mse(mse: float) -> float:
 def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
     """PSNR in dB between two uint8 images, over the pixels in `where` (HxW)."""
     return psnr_from_mse(mean_squared_error(a, b, where))
+
+
+# ---------------------------------------------------------------- real files
+
+REAL_US_ENV = "USFMAE_REAL_US"
+
+
+def real_us_folder(repo: str | Path) -> tuple[Path | None, str]:
+    """The folder of real ultrasound files (`$USFMAE_REAL_US`, else <repo>/../shared/real_us) and a
+    sentence saying where it was looked for; (None, reason) when it is not there (a user's clone)."""
+    folder = Path(os.environ.get(REAL_US_ENV) or Path(repo).resolve().parent / "shared" / "real_us")
+    if not folder.is_dir():
+        return None, f"no real ultrasound files at {folder} (set ${REAL_US_ENV} to a folder of them)"
+    return folder, f"real ultrasound files from {folder}"
 
 
 # ---------------------------------------------------------------- names and dates

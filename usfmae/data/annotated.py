@@ -60,7 +60,8 @@ GEOMETRIES = ("fan", "linear")
 REFERENCE_SIDE = 480  # sizes below are chosen for a 480x640 frame and scaled with the shorter side
 VISIBLE_CHANGE = 8  # grey levels: a smaller difference between image and clean is not visible
 
-_NAMES = ["SMITH", "GARCIA", "MULLER", "NGUYEN", "KOWALSKI", "JOHNSON", "ROSSI", "TANAKA", "OKAFOR", "LARSEN"]
+# Surnames typed into scans (a benchmark counts which ones OCR can still read after cleaning).
+NAMES = ("SMITH", "GARCIA", "MULLER", "NGUYEN", "KOWALSKI", "JOHNSON", "ROSSI", "TANAKA", "OKAFOR", "LARSEN")
 _LABELS = ["LT THYROID", "RT LOBE TRANS", "NODULE 2", "CYST", "LIVER", "GB", "RT KIDNEY SAG", "ISTHMUS", "AXILLA"]
 _EDGE_LABELS = ["HR", "R", "L", "TIB", "LT", "RT", "A", "S"]
 _WHITE, _BLACK = (255, 255, 255), (0, 0, 0)
@@ -232,7 +233,7 @@ def _draw_typed_text(rng: np.random.Generator, layers: _Layers, scan: _Scan, sty
     """One to three words typed over the image; a patient name in half of the images."""
     words = [str(rng.choice(_LABELS)) for _ in range(int(rng.integers(1, 3)))]
     if rng.random() < 0.5:
-        words.append(f"{rng.choice(_NAMES)} {chr(int(rng.integers(65, 91)))}")
+        words.append(f"{rng.choice(NAMES)} {chr(int(rng.integers(65, 91)))}")
     for word, centre in zip(words, scan.inner_points(rng, len(words), style.px(30))):
         colour, font = style.colour(rng), _font(rng, style)
         w, h, base = _text_size(word, style, font)
