@@ -10,6 +10,7 @@ import numpy as np
 
 from usfmae.cleaning.config import ColourConfig
 from usfmae.cleaning.reference import clahe_on_lightness, drop_small_components
+from usfmae.cleaning.strokes import brightness
 
 
 def sampled_kmeans(pixels: np.ndarray, cfg: ColourConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -27,9 +28,8 @@ def sampled_kmeans(pixels: np.ndarray, cfg: ColourConfig) -> tuple[np.ndarray, n
 
 def chroma(image: np.ndarray) -> np.ndarray:
     """max(R, G, B) - min(R, G, B) per pixel. image: HxWx3 uint8 -> HxW uint8."""
-    high = np.maximum(np.maximum(image[:, :, 0], image[:, :, 1]), image[:, :, 2])
     low = np.minimum(np.minimum(image[:, :, 0], image[:, :, 1]), image[:, :, 2])
-    return high - low
+    return brightness(image) - low
 
 
 def colour_mask(image: np.ndarray, region: np.ndarray, cfg: ColourConfig) -> np.ndarray:

@@ -10,6 +10,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+# Pixel sizes of the in-scan steps (dots, crosses, fills, holes) are given for an image this many
+# pixels on its shorter side (a 480x640 scanner frame) and scale with the image.
+REFERENCE_SIDE = 480
+
+
+def size_scale(shape: tuple[int, ...]) -> float:
+    """How much larger than REFERENCE_SIDE the shorter side of an image of `shape` (H, W, ...) is."""
+    return min(shape[:2]) / REFERENCE_SIDE
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -13,7 +13,7 @@ Sizes are for a 480-pixel-high image and scale with the shorter image side.
 import cv2
 import numpy as np
 
-from usfmae.cleaning.config import CrossesConfig
+from usfmae.cleaning.config import CrossesConfig, size_scale
 from usfmae.cleaning.strokes import Strokes
 
 
@@ -77,7 +77,7 @@ def cross_mask(strokes: Strokes, region: np.ndarray, cfg: CrossesConfig) -> np.n
     Only stroke pixels at least `min_peak` bright and `min_contrast` above their surroundings count.
     """
     value = strokes.value
-    scale = min(value.shape) / 480
+    scale = size_scale(value.shape)
     marks = (strokes.mask & region & (value >= cfg.min_peak) & (strokes.tophat >= cfg.min_contrast)).astype(np.uint8)
     found = crosses_of(marks, value, False, cfg, scale) | crosses_of(marks, value, True, cfg, scale)
     return np.where(found, 255, 0).astype(np.uint8)

@@ -19,7 +19,7 @@ Neighbours are found through a grid of cells one maximum spacing wide (no all-pa
 import cv2
 import numpy as np
 
-from usfmae.cleaning.config import DotsConfig
+from usfmae.cleaning.config import DotsConfig, size_scale
 from usfmae.cleaning.strokes import Strokes
 
 ANGLE_BINS = 36  # direction bins over 180 degrees, for matching triples along a chain
@@ -30,7 +30,7 @@ def dot_candidates(strokes: np.ndarray, region: np.ndarray, value: np.ndarray, t
     """Small, bright, contrasted stroke components inside `region`.
 
     strokes, region: HxW bool; value: HxW uint8 max(R, G, B); tophat: HxW uint8, value above its
-    local background (`strokes.Strokes`); scale: image side / 480. Returns (labels HxW int32,
+    local background (`strokes.Strokes`); scale: `config.size_scale` of the image. Returns (labels HxW int32,
     ids [n] of candidate labels, centroids [n, 2], areas [n], peaks [n]).
     """
     count, labels, stats, centroids = cv2.connectedComponentsWithStats((strokes & region).astype(np.uint8), 8, cv2.CV_32S)
@@ -127,7 +127,7 @@ def chained(n: int, middle: np.ndarray, a: np.ndarray, b: np.ndarray, bins: np.n
 
 def dotted_mask(strokes: Strokes, region: np.ndarray, cfg: DotsConfig) -> np.ndarray:
     """Dots of dotted/dashed lines inside `region` (HxW bool) -> HxW uint8 0/255 (the dots' stroke pixels)."""
-    scale = min(region.shape) / 480
+    scale = size_scale(region.shape)
     labels, ids, points, areas, peaks = dot_candidates(strokes.mask, region, strokes.value, strokes.tophat, cfg, scale)
     mask = np.zeros(region.shape, np.uint8)
     if len(ids) < 4:

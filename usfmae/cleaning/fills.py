@@ -15,20 +15,10 @@ and `grow_px` around it (the ring of a logo, a box's anti-aliased edge).
 import cv2
 import numpy as np
 
-from usfmae.cleaning.config import FillsConfig
+from usfmae.cleaning.config import FillsConfig, size_scale
+from usfmae.cleaning.sector import flat_regions
 
 RING_INNER, RING_OUTER = 2, 4  # pixels beyond a fill's flat area where its surroundings are measured
-
-
-def flat_regions(image: np.ndarray, max_gradient: int, block: int) -> np.ndarray:
-    """Pixels in block x block squares whose 3x3 gradients are all at most max_gradient.
-
-    image: HxWx3 uint8 -> HxW uint8 0/1.
-    """
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    gradient = cv2.morphologyEx(gray, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
-    flat = (gradient <= max_gradient).astype(np.uint8)
-    return cv2.morphologyEx(flat, cv2.MORPH_OPEN, np.ones((block, block), np.uint8))
 
 
 def fill_mask(image: np.ndarray, value: np.ndarray, region: np.ndarray, background_max: int, cfg: FillsConfig
@@ -38,7 +28,7 @@ def fill_mask(image: np.ndarray, value: np.ndarray, region: np.ndarray, backgrou
     image: HxWx3 uint8; value: HxW uint8 max(R, G, B); region: HxW bool; pixels at most
     background_max bright are background (black), never a fill.
     """
-    scale = (min(value.shape) / 480) ** 2
+    scale = size_scale(value.shape) ** 2
     # Whole shapes, also where the sector's edge cuts through them (a logo on the scan's corner).
     flat = flat_regions(image, cfg.flat_gradient_max, cfg.block) & (value > background_max) & (value < cfg.max_value)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(flat, 8, cv2.CV_32S)

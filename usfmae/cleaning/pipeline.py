@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from usfmae.cleaning import border, colour, contours, crosses, dots, fills, lines, reference, text
-from usfmae.cleaning.config import CleaningConfig, MorphologyConfig
+from usfmae.cleaning.config import CleaningConfig, MorphologyConfig, size_scale
 from usfmae.cleaning.image import to_rgb_uint8
 from usfmae.cleaning.reference import clean_reference
 from usfmae.cleaning.result import CleanResult, StepLog
@@ -156,7 +156,7 @@ def refine_mask(mask: np.ndarray, cfg: MorphologyConfig) -> np.ndarray:
     else:
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((cfg.kernel, cfg.kernel), np.uint8))
     if cfg.max_hole_px:
-        mask = fill_small_holes(mask, cfg.max_hole_px * (min(mask.shape) / 480) ** 2)
+        mask = fill_small_holes(mask, cfg.max_hole_px * size_scale(mask.shape) ** 2)
     if cfg.grow_px:
         mask = cv2.dilate(mask, np.ones((2 * cfg.grow_px + 1,) * 2, np.uint8))
     return mask

@@ -20,6 +20,15 @@ def odd_kernel_side(fraction: float, shape: tuple[int, int]) -> int:
     return side + 1 - side % 2
 
 
+def flat_regions(image: np.ndarray, max_gradient: int, block: int) -> np.ndarray:
+    """Pixels in block x block squares whose 3x3 gradients are all at most max_gradient (flat colour, never
+    speckle). image: HxWx3 uint8 -> HxW uint8 0/1."""
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    gradient = cv2.morphologyEx(gray, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    flat = (gradient <= max_gradient).astype(np.uint8)
+    return flat if block <= 1 else cv2.morphologyEx(flat, cv2.MORPH_OPEN, np.ones((block, block), np.uint8))
+
+
 def textured_foreground(image: np.ndarray, cfg: SectorConfig, stroke_cfg: StrokeConfig) -> np.ndarray:
     """Pixels that are neither background, nor inside flat colour areas, nor near strokes drawn on black.
 
@@ -29,9 +38,7 @@ def textured_foreground(image: np.ndarray, cfg: SectorConfig, stroke_cfg: Stroke
     blocks stay sparse even in small blurry images; bright speckle grains sit on speckle and stay.
     """
     value = brightness(image)
-    gradient = cv2.morphologyEx(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
-    flat = (gradient <= cfg.flat_gradient_max).astype(np.uint8)
-    flat_area = cv2.morphologyEx(flat, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)) > 0
+    flat_area = flat_regions(image, cfg.flat_gradient_max, 5) > 0
     kernel = np.ones((stroke_cfg.tophat_kernel,) * 2, np.uint8)
     surround = cv2.morphologyEx(value, cv2.MORPH_OPEN, kernel)  # local background under thin strokes
     strokes = (value >= stroke_cfg.min_value) & (value - surround >= stroke_cfg.min_contrast)
