@@ -18,26 +18,7 @@ import numpy as np
 
 from usfmae.cleaning.config import BorderConfig, SectorConfig, StrokeConfig
 from usfmae.cleaning.strokes import Strokes
-from usfmae.cleaning.sector import fill_region, main_parts, odd_kernel_side, textured_foreground
-
-# Grey levels added to the background's median and noise: scanners draw the black around the
-# scan a few levels above the black of the rest of the screen (Philips: 5 against 2).
-BACKGROUND_MARGIN = 6
-
-
-def background_level(value: np.ndarray, region: np.ndarray, floor: int, ceiling: int) -> int:
-    """Brightest value that is still background: the level outside the sector plus its noise (MAD) and a margin.
-
-    value: HxW uint8; region: HxW bool. Video and frame grabbers leave black at 5-20 with noise;
-    text outside the sector is a minority of its pixels and does not move the median.
-    """
-    outside = value[~region]
-    if outside.size == 0:
-        return floor
-    median = float(np.median(outside))
-    spread = float(np.median(np.abs(outside - median)))
-    return int(min(ceiling, max(floor, median + 3 * spread + BACKGROUND_MARGIN)))
-
+from usfmae.cleaning.sector import background_level, fill_region, main_parts, odd_kernel_side, textured_foreground
 
 def scan_hull(image: np.ndarray, lit: np.ndarray, region: np.ndarray, sector_cfg: SectorConfig,
               stroke_cfg: StrokeConfig, cfg: BorderConfig) -> np.ndarray | None:

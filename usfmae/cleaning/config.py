@@ -363,6 +363,18 @@ class SectorConfig(_Strict):
         0.03, ge=0, le=1, description="A sector covering less of the image than this is not trusted: the whole "
         "image is then treated as the sector.",
     )
+    grow_windows: float = Field(
+        3, ge=0, description="Add the textured foreground joined to the dense region up to this many density "
+        "windows beyond it (dim far-field corners of a fan cropped by the image edge; 0: off).",
+    )
+    max_grow_fraction: float = Field(
+        0.1, ge=0, description="A joined piece adds at most this share of the region's area (a fan's corner is "
+        "small; a large piece beside the scan is the noisy background of a grabbed frame).",
+    )
+    max_grow_background: int = Field(
+        40, ge=0, le=255, description="Upper limit on the background level (median plus three median absolute "
+        "deviations outside the dense region) that texture must exceed to be grown into.",
+    )
     mirror: bool = Field(
         True,
         description="Add the region's mirror image about the vertical line through the centre of its top rows: "
