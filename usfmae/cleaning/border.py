@@ -9,16 +9,21 @@ flat fills (a logo's disk) are not texture at all. The scan proper is the convex
 dense parts (fans and rectangles are convex, so anechoic chambers and dark tissue inside stay in
 it); in the sector but off that hull, every small piece brighter than the background with
 pixels at least `min_mark_value` bright, a share of them drawn (sharp-edged strokes,
-`strokes.Strokes`), is a mark: not the blurred ring-down at the apex of a fan whose near field is
-black.
+`strokes.Strokes`), is a mark: not the blurred ring-down at the apex of a fan whose near field
+is black. A piece touching the hull may be speckle at the scan's very edge (the hull ends half a
+density window inside it): it is a mark only if it reaches farther out than that (a label drawn
+against the edge does).
 """
 
 import cv2
 import numpy as np
 
 from usfmae.cleaning.config import BorderConfig, SectorConfig, StrokeConfig
-from usfmae.cleaning.strokes import Strokes
 from usfmae.cleaning.sector import background_level, fill_region, main_parts, odd_kernel_side, textured_foreground
+from usfmae.cleaning.strokes import Strokes
+
+EDGE_SLACK_PX = 3  # beyond half a density window, how far the scan's own edge speckle can reach out
+
 
 def scan_hull(image: np.ndarray, lit: np.ndarray, region: np.ndarray, sector_cfg: SectorConfig,
               stroke_cfg: StrokeConfig, cfg: BorderConfig) -> np.ndarray | None:
@@ -63,14 +68,20 @@ def island_mask(image: np.ndarray, strokes: Strokes, region: np.ndarray, sector_
         hull = cv2.dilate(hull, np.ones((2 * cfg.scan_margin_px + 1,) * 2, np.uint8))
     count, pieces, stats, _ = cv2.connectedComponentsWithStats((region & (hull == 0) & lit).astype(np.uint8), 8,
                                                                cv2.CV_32S)
-    peak = np.zeros(count, np.int32)
-    np.maximum.at(peak, pieces.ravel(), value.ravel())
+    # A window half over the scan's edge is half full, so the hull ends about half a window inside
+    # the scan: the speckle between the two joins the hull and reaches no farther than that.
+    # Marks stand apart from the hull across black, or, when they touch it (a label drawn against
+    # the scan's edge), reach out well beyond the edge.
+    touching = np.bincount(pieces[cv2.dilate(hull, np.ones((3, 3), np.uint8)) > 0], minlength=count) > 0
+    edge = cfg.window_fraction * min(value.shape) / 2 + EDGE_SLACK_PX
+    beyond_edge = cv2.distanceTransform((hull == 0).astype(np.uint8), cv2.DIST_L2, 3) > edge
+    reaches_out = np.bincount(pieces[beyond_edge], minlength=count) > 0
     bright = np.bincount(pieces[value >= cfg.min_mark_value], minlength=count)
     drawn = np.bincount(pieces[sharp & (value >= cfg.min_mark_value)], minlength=count)
     # Marks are bright, small and drawn; a large dim piece is far-field speckle the density test
     # missed, a blurred bright one the probe's ring-down at the apex of a fan with a black near field.
-    marks = (peak >= cfg.min_mark_value) & (stats[:, cv2.CC_STAT_AREA] <= cfg.max_piece_fraction * value.size)
-    marks &= drawn >= cfg.min_drawn_share * bright
+    marks = (bright > 0) & (stats[:, cv2.CC_STAT_AREA] <= cfg.max_piece_fraction * value.size)
+    marks &= (drawn >= cfg.min_drawn_share * bright) & (~touching | reaches_out)
     marks[0] = False
     mask[marks[pieces]] = 255
     if cfg.grow_px:

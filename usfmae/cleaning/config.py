@@ -209,11 +209,14 @@ class DotsConfig(_Strict):
     max_dot_area: float = Field(30, gt=0, description="A dot or dash is a stroke component of at most this many pixels...")
     max_dot_side: float = Field(8, gt=0, description="...at most this many pixels long...")
     min_peak: int = Field(
-        170, ge=0, le=255, description="...whose brightest pixel reaches this max(R, G, B) (overlays are drawn bright; "
-        "all but the brightest speckle grains stay below)...",
+        150, ge=0, le=255, description="...whose brightest pixel reaches this max(R, G, B) (overlays are drawn bright; "
+        "most speckle grains stay below)...",
     )
     min_contrast: int = Field(
-        80, ge=0, le=255, description="...and stands this much above its local background (white top-hat)."
+        50, ge=0, le=255, description="...stands this much above its local background (white top-hat)..."
+    )
+    min_sharp_share: float = Field(
+        0.3, ge=0, le=1, description="...and has at least this share of sharp (drawn) pixels (`strokes.sharp_step`)."
     )
     min_spacing: float = Field(2.5, ge=0, description="Neighbouring dots are at least this far apart (centre to centre)...")
     max_spacing: float = Field(24, gt=0, description="...and at most this far.")
@@ -306,9 +309,11 @@ class BorderConfig(_Strict):
         0.1, gt=0, le=1, description="Dense parts at least this fraction of the largest one are scan (a dual view)."
     )
     work_side: int = Field(
-        480, ge=16, description="Scan density is measured on a copy whose shorter side is at most this many pixels."
+        256, ge=16, description="Scan density is measured on a copy whose shorter side is at most this many pixels."
     )
-    scan_margin_px: int = Field(2, ge=0, description="Pixels the dense scan is grown by before marks are looked for.")
+    scan_margin_px: int = Field(
+        2, ge=0, description="Pixels the scan's hull is grown by before marks are looked for.",
+    )
     min_mark_value: int = Field(
         100, ge=0, le=255, description="A mark has a pixel at least this bright (max(R, G, B)); dim pieces are "
         "far-field speckle the density test missed.",

@@ -45,30 +45,33 @@ def crosses_of(marks: np.ndarray, value: np.ndarray, diagonal: bool, cfg: Crosse
     along_first = cv2.morphologyEx(marks, cv2.MORPH_OPEN, first)
     along_second = cv2.morphologyEx(marks, cv2.MORPH_OPEN, second)
     centres = along_first & along_second
-    found = np.zeros(marks.shape, bool)
     if not centres.any():
-        return found
+        return np.zeros(marks.shape, bool)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(along_first | along_second, 8, cv2.CV_32S)
     ys, xs = np.nonzero(centres)
     owner = labels[ys, xs]  # the stroke component each crossing pixel lies in
+    # Shape first, for every component at once: a small thin cross with arms of about equal reach.
+    n = np.bincount(owner, minlength=count)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cx = np.bincount(owner, weights=xs, minlength=count) / n - stats[:, cv2.CC_STAT_LEFT]
+        cy = np.bincount(owner, weights=ys, minlength=count) / n - stats[:, cv2.CC_STAT_TOP]
+    w, h, area = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT], stats[:, cv2.CC_STAT_AREA]
+    arms = np.stack([cx, w - 1 - cx, cy, h - 1 - cy])  # left, right, up, down: [4, count]
+    shaped = (n > 0) & (arms.min(axis=0) >= min_arm - 1) & (arms.max(axis=0) <= max_arm + 1)
+    shaped &= (arms.max(axis=0) <= 2 * np.maximum(arms.min(axis=0), 1)) & (area <= cfg.max_thickness * (w + h))
+    shaped[0] = False
     keep = np.zeros(count, bool)
-    for label in np.unique(owner):
-        x, y, w, h, area = stats[label]
-        cx, cy = xs[owner == label].mean() - x, ys[owner == label].mean() - y
-        arms = np.array([cx, w - 1 - cx, cy, h - 1 - cy])  # left, right, up, down
-        if not (arms.min() >= min_arm - 1 and arms.max() <= max_arm + 1 and arms.max() <= 2 * max(arms.min(), 1)):
+    for label in np.flatnonzero(shaped):  # few: the pixels between the arms decide
+        x, y = stats[label, cv2.CC_STAT_LEFT], stats[label, cv2.CC_STAT_TOP]
+        strokes = labels[y : y + h[label], x : x + w[label]] == label
+        between = off_arms(w[label], h[label], cx[label], cy[label], diagonal, cfg.max_thickness / 2 + 1)
+        if not between.any():
             continue
-        strokes = labels[y : y + h, x : x + w] == label
-        between = off_arms(w, h, cx, cy, diagonal, cfg.max_thickness / 2 + 1)
-        if not between.any() or np.count_nonzero(strokes) > cfg.max_thickness * (w + h):
-            continue
-        patch = value[y : y + h, x : x + w].astype(np.int32)
+        patch = value[y : y + h[label], x : x + w[label]].astype(np.int32)
         dark_between = np.median(patch[between]) <= np.median(patch[strokes]) - cfg.min_contrast
-        empty_between = np.count_nonzero(marks[y : y + h, x : x + w][between]) <= 0.1 * np.count_nonzero(between)
-        keep[label] = dark_between and empty_between
-    keep[0] = False
-    found |= keep[labels]
-    return found
+        empty = np.count_nonzero(marks[y : y + h[label], x : x + w[label]][between]) <= 0.1 * np.count_nonzero(between)
+        keep[label] = dark_between and empty
+    return keep[labels]
 
 
 def cross_mask(strokes: Strokes, region: np.ndarray, cfg: CrossesConfig) -> np.ndarray:

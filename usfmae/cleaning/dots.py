@@ -25,23 +25,23 @@ from usfmae.cleaning.strokes import Strokes
 ANGLE_BINS = 36  # direction bins over 180 degrees, for matching triples along a chain
 
 
-def dot_candidates(strokes: np.ndarray, region: np.ndarray, value: np.ndarray, tophat: np.ndarray, cfg: DotsConfig,
-                   scale: float):
-    """Small, bright, contrasted stroke components inside `region`.
+def dot_candidates(strokes: Strokes, region: np.ndarray, cfg: DotsConfig, scale: float):
+    """Small, bright, contrasted, drawn stroke components inside `region` (HxW bool).
 
-    strokes, region: HxW bool; value: HxW uint8 max(R, G, B); tophat: HxW uint8, value above its
-    local background (`strokes.Strokes`); scale: `config.size_scale` of the image. Returns (labels HxW int32,
-    ids [n] of candidate labels, centroids [n, 2], areas [n], peaks [n]).
+    scale: `config.size_scale` of the image. Returns (labels HxW int32, ids [n] of candidate
+    labels, centroids [n, 2], areas [n], peaks [n]).
     """
-    count, labels, stats, centroids = cv2.connectedComponentsWithStats((strokes & region).astype(np.uint8), 8, cv2.CV_32S)
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(
+        (strokes.mask & region).astype(np.uint8), 8, cv2.CV_32S)
     inside = labels > 0
     peaks = np.zeros(count, np.float32)
-    np.maximum.at(peaks, labels[inside], value[inside])  # brightest pixel per component
+    np.maximum.at(peaks, labels[inside], strokes.value[inside])  # brightest pixel per component
     contrast = np.zeros(count, np.float32)
-    np.maximum.at(contrast, labels[inside], tophat[inside])
+    np.maximum.at(contrast, labels[inside], strokes.tophat[inside])
     area, side = stats[:, cv2.CC_STAT_AREA], np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+    sharp = np.bincount(labels[strokes.sharp & inside], minlength=count)
     small = (area <= cfg.max_dot_area * scale**2) & (side <= cfg.max_dot_side * scale)
-    small &= (peaks >= cfg.min_peak) & (contrast >= cfg.min_contrast)
+    small &= (peaks >= cfg.min_peak) & (contrast >= cfg.min_contrast) & (sharp >= cfg.min_sharp_share * area)
     small[0] = False
     ids = np.flatnonzero(small)
     return labels, ids, centroids[ids], area[ids].astype(np.float32), peaks[ids]
@@ -128,7 +128,7 @@ def chained(n: int, middle: np.ndarray, a: np.ndarray, b: np.ndarray, bins: np.n
 def dotted_mask(strokes: Strokes, region: np.ndarray, cfg: DotsConfig) -> np.ndarray:
     """Dots of dotted/dashed lines inside `region` (HxW bool) -> HxW uint8 0/255 (the dots' stroke pixels)."""
     scale = size_scale(region.shape)
-    labels, ids, points, areas, peaks = dot_candidates(strokes.mask, region, strokes.value, strokes.tophat, cfg, scale)
+    labels, ids, points, areas, peaks = dot_candidates(strokes, region, cfg, scale)
     mask = np.zeros(region.shape, np.uint8)
     if len(ids) < 4:
         return mask

@@ -93,7 +93,7 @@ def grown_into_texture(region: np.ndarray, foreground: np.ndarray, reach: int, m
     dense, but it is texture joined to the scan; text and markers on black and flat panels are not
     foreground at all, so they stay out.
     """
-    near = cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1,) * 2)) > 0
+    near = cv2.distanceTransform((region == 0).astype(np.uint8), cv2.DIST_L2, 3) <= reach
     count, labels, stats, _ = cv2.connectedComponentsWithStats((foreground & near).astype(np.uint8), 8, cv2.CV_32S)
     outside = np.bincount(labels[region == 0], minlength=count)  # what each piece would add
     joined = np.zeros(count, bool)

@@ -46,7 +46,6 @@ from usfmae.data.synthetic import (
     _random_texts,
     _rasterise,
     _render_clean,
-    _scan_conversion_maps,
     _speckle_envelope,
     _tissue_echogenicity,
 )
