@@ -136,7 +136,7 @@ class ColourConfig(_Strict):
         "lines.",
     )
     min_chroma: int = Field(
-        20, ge=0, le=255, description="Fast mode only: a clustered pixel also has max(R, G, B) - min(R, G, B) at least "
+        30, ge=0, le=255, description="Fast mode only: a clustered pixel also has max(R, G, B) - min(R, G, B) at least "
         "this (HSV saturation alone counts dark pixels with chroma noise from JPEG or video as colour).",
     )
     seed: int = Field(42, description="K-means random seed (the notebook's random_state).")
