@@ -1,22 +1,35 @@
 """Cleaning benchmark: our fast pipeline against the paper's reference pipeline, in one run.
 
-    python benchmarks/cleaning.py            # 24 synthetic 480x640 scans + pydicom's 4 real ultrasound images
-    python benchmarks/cleaning.py --quick    # 8 synthetic scans + the real images
+    python benchmarks/cleaning.py            # every section below
+    python benchmarks/cleaning.py --quick    # fewer synthetic scans
+    python benchmarks/cleaning.py --sections real_us annotated
 
-Prints one JSON document:
+Prints one JSON document, a key per section:
   synthetic  usfmae.data.synthetic.generate_ultrasound scans with pixel-exact overlay masks:
              pixel recall/precision of the mask against the drawn overlays, PSNR of the cleaned
              image against the overlay-free scan inside the overlays and more than 3 px away
              from them (damage to the scan)
-  real       words an independent OCR pass reads before and after cleaning (rule in
-             usfmae.cleaning.evaluate: 2x upscale, --psm 11, >= 3 letters/digits, confidence >= 60)
-  speed      seconds per image, wall clock and CPU (this process plus its Tesseract children),
-             the two pipelines interleaved image by image so machine load hits both alike;
-             fast_batchN is the fast pipeline through clean_images (one Tesseract call per N
-             images, as a Ray map_batches worker runs it); fast_cli is the fast pipeline with the
-             tesseract binary started per call instead of the in-process engine (text.engine);
-             reference_tesseract_default_threads is the reference with Tesseract's OpenMP threads
-             left on, as the paper's notebook ran it
+  real       pydicom's 4 ultrasound images: words an independent OCR pass reads before and
+             after cleaning (rule in usfmae.cleaning.evaluate: 2x upscale, --psm 11, >= 3
+             letters/digits, confidence >= 60)
+  speed      seconds per image of those, wall clock and CPU (this process plus its Tesseract
+             children), the two pipelines interleaved image by image so machine load hits both
+             alike; fast_batchN is the fast pipeline through clean_images (one Tesseract call per
+             N images, as a Ray map_batches worker runs it); fast_cli is the fast pipeline with
+             the tesseract binary started per call instead of the in-process engine
+             (text.engine); reference_tesseract_default_threads is the reference with
+             Tesseract's OpenMP threads left on, as the paper's notebook ran it
+  annotated  usfmae.data.annotated scans (annotations inside the scan area, bright tissue that
+             looks like annotation): recall per kind inside and outside the scan area, precision
+             inside it (strict, and with a 2 px / visibly-changed tolerance), share of bright
+             interfaces and reflectors masked, and the typed surnames OCR reads before and after;
+             on the development seeds the cleaner was built on, and on held-out seeds with other
+             sizes, JPEG compression and grey-only annotations
+  real_us    every file of ../shared/real_us (or $USFMAE_REAL_US; skipped with a message when
+             absent), read through usfmae.io.iter_frames (a file the readers reject is reported
+             with the reason), every sampled frame cleaned by both pipelines: readable words
+             before and after (and after, those read again in a crop around them), dates and
+             DICOM-header names among them, share of the scan area masked, seconds per frame
 """
 
 import argparse
@@ -24,7 +37,9 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -33,13 +48,35 @@ from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_color_lut, convert_color_space, pixel_array
 
 from usfmae.cleaning import CleaningConfig, clean_image, clean_images
-from usfmae.cleaning.ocr import resolve_engine
-from usfmae.cleaning.evaluate import mask_recall_precision, mean_squared_error, psnr_from_mse, readable_words
+from usfmae.cleaning.evaluate import (
+    AnnotationTally,
+    date_words,
+    dicom_identifiers,
+    identifying_words,
+    mask_recall_precision,
+    mean_squared_error,
+    psnr_from_mse,
+    readable_words,
+    real_us_folder,
+)
 from usfmae.cleaning.image import to_rgb_uint8
+from usfmae.cleaning.ocr import resolve_engine
+from usfmae.data.annotated import NAMES, generate_annotated
 from usfmae.data.synthetic import generate_ultrasound
+from usfmae.io import ReadError, iter_frames, list_inputs
 
 REAL_IMAGES = ("examples_palette.dcm", "examples_rgb_color.dcm", "examples_jpeg2k.dcm", "examples_ybr_color.dcm")
 SYNTHETIC_SIZE = (480, 640)  # a common scanner frame
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ("classic", "annotated", "real_us")  # classic = the synthetic, real and speed keys
+# usfmae.data.annotated sets: (name, first seed, count, size, jpeg quality, coloured annotations).
+# The cleaner was developed on seeds 0-29; the held-out sets use seeds never looked at.
+ANNOTATED_SETS = (
+    ("development", 0, 30, (480, 640), None, True),
+    ("held_out", 1000, 12, (480, 640), None, True),
+    ("held_out_600x800_jpeg75", 2000, 12, (600, 800), 75, True),
+    ("held_out_360x480_grey", 3000, 12, (360, 480), None, False),
+)
 
 
 # ---------------------------------------------------------------- images
@@ -115,7 +152,8 @@ def score_synthetic(tally: Tally, name: str, result, clean: np.ndarray, truth: n
     )
 
 
-def run(quick: bool, batch_size: int) -> dict:
+def run_classic(quick: bool, batch_size: int) -> dict:
+    """The synthetic, real (pydicom) and speed sections."""
     reference, fast = CleaningConfig(mode="reference"), CleaningConfig(mode="fast")
     fast_cli = fast.model_copy(update={"text": fast.text.model_copy(update={"engine": "cli"})})
     paper_threads = reference.model_copy(update={"text": reference.text.model_copy(update={"single_thread": False})})
@@ -149,11 +187,7 @@ def run(quick: bool, batch_size: int) -> dict:
         speed.add(f"fast_batch{batch_size}", wall=wall / len(images), cpu=cpu / len(images))
 
     seconds = speed.means(("wall", "cpu"))
-    base = seconds["reference"]
     return {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "opencv": cv2.__version__,
-                    "load_average": [round(x, 2) for x in os.getloadavg()]},
-        "ocr_engine_fast": resolve_engine(fast.text.engine, fast.text.tesseract_cmd, fast.text.language),
         "synthetic_images": len(cases),
         "synthetic": {
             name: {
@@ -171,20 +205,157 @@ def run(quick: bool, batch_size: int) -> dict:
             for name in ("reference", "fast", "fast_cli", f"fast_batch{batch_size}")
         },
         "seconds_per_image": seconds,
-        "speedup_vs_reference": {
-            name: {kind: round(base[kind] / max(s[kind], 1e-9), 2) for kind in ("wall", "cpu")}
-            for name, s in seconds.items()
-            if name != "reference"
-        },
+        "speedup_vs_reference": speedups(seconds),
     }
+
+
+def speedups(seconds: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per pipeline, reference seconds over its seconds (wall and CPU)."""
+    base = seconds["reference"]
+    return {
+        name: {kind: round(base[kind] / max(row[kind], 1e-9), 2) for kind in ("wall", "cpu")}
+        for name, row in seconds.items()
+        if name != "reference"
+    }
+
+
+# ---------------------------------------------------------------- annotated synthetic scans
+
+
+def names_read(image: np.ndarray) -> list[str]:
+    """Typed surnames (usfmae.data.annotated.NAMES) among the words the independent OCR pass reads."""
+    return identifying_words(readable_words(image), set(NAMES))
+
+
+def run_annotated(quick: bool) -> dict:
+    """Recall per kind inside and outside the scan, precision inside, tissue masked, names read; both pipelines."""
+    pipelines = {"reference": CleaningConfig(mode="reference"), "fast": CleaningConfig(mode="fast")}
+    out = {}
+    for name, first, count, size, jpeg, colour in ANNOTATED_SETS:
+        count = max(4, count // 3) if quick else count
+        tallies = {pipeline: AnnotationTally() for pipeline in pipelines}
+        names = {"before": 0, **{pipeline: 0 for pipeline in pipelines}}
+        for seed in range(first, first + count):
+            sample = generate_annotated(seed, size=size, color=colour, jpeg_quality=jpeg)
+            names["before"] += len(names_read(sample.image))
+            for pipeline, cfg in pipelines.items():
+                result = clean_image(sample.image, cfg)
+                tallies[pipeline].add(result.mask, sample)
+                names[pipeline] += len(names_read(result.image))
+        out[name] = {"images": count, "size": list(size), "jpeg_quality": jpeg, "coloured": colour,
+                     "names_read": names, **{pipeline: tally.summary() for pipeline, tally in tallies.items()}}
+    return out
+
+
+# ---------------------------------------------------------------- real ultrasound files
+
+
+def words_report(image: np.ndarray, identifiers: set[str], confirm: bool) -> dict:
+    """Readable words of one image, the dates and header names among them (and the confirmed ones)."""
+    words = readable_words(image)
+    report = {"words": words, "dates": date_words(words), "names": identifying_words(words, identifiers)}
+    if confirm:
+        report["confirmed"] = readable_words(image, confirm=True) if words else []
+    return report
+
+
+def run_file(path: Path, pipelines: dict[str, CleaningConfig], speed: Tally) -> dict:
+    """Every sampled frame of one real file through both pipelines; raises ReadError for rejected files."""
+    identifiers = dicom_identifiers(path)
+    frames = []
+    for frame in iter_frames(path):
+        image = to_rgb_uint8(frame.image)
+        row = {"index": frame.index, "before": words_report(image, identifiers, confirm=False)}
+        results = {}
+        for name, cfg in pipelines.items():  # interleaved frame by frame: load hits both alike
+            results[name], wall, cpu = timed(clean_image, image, cfg)
+            speed.add(name, wall=wall, cpu=cpu)
+        scan = results["fast"].scan if results["fast"].scan is not None else np.ones(image.shape[:2], bool)
+        for name, result in results.items():
+            row[name] = words_report(result.image, identifiers, confirm=True)
+            # The same scan area for both: the one the fast pipeline found (the reference finds none).
+            row[name]["scan_masked"] = round(np.count_nonzero((result.mask > 0) & scan) / np.count_nonzero(scan), 4)
+        frames.append(row)
+    return summarise_file(frames, bool(identifiers))
+
+
+def summarise_file(frames: list[dict], dicom: bool) -> dict:
+    """Per file: frame count, words/dates/names before and after per pipeline, scan-area masked."""
+    summary = {"frames": len(frames), "header_identifiers": dicom}
+    for stage in ("before", "reference", "fast"):
+        rows = [f[stage] for f in frames]
+        entry = {
+            "words": sum(len(r["words"]) for r in rows),
+            "frames_with_words": sum(bool(r["words"]) for r in rows),
+            "dates": sum(len(r["dates"]) for r in rows),
+            "names": sum(len(r["names"]) for r in rows),
+            "example_words": sorted({w for r in rows for w in r["words"]})[:12],
+        }
+        if stage != "before":
+            entry["confirmed_words"] = sum(len(r["confirmed"]) for r in rows)
+            entry["scan_masked_mean"] = round(float(np.mean([r["scan_masked"] for r in rows])), 4)
+            entry["scan_masked_max"] = round(float(np.max([r["scan_masked"] for r in rows])), 4)
+        summary[stage] = entry
+    return summary
+
+
+def run_real_us(folder: Path) -> dict:
+    """Both pipelines on every readable frame of every file in `folder`, with totals and speed-up."""
+    pipelines = {"reference": CleaningConfig(mode="reference"), "fast": CleaningConfig(mode="fast")}
+    clean_image(np.zeros((64, 64, 3), np.uint8), pipelines["fast"])  # load the in-process OCR engine once
+    speed, files, rejected = Tally(), {}, {}
+    for path in list_inputs(folder):
+        name = path.relative_to(folder).as_posix()
+        try:
+            files[name] = run_file(path, pipelines, speed)
+        except ReadError as err:
+            rejected[name] = err.reason
+        print(f"[real_us] {name}: {files[name]['frames'] if name in files else 'rejected'}", file=sys.stderr,
+              flush=True)
+    totals = {"files": len(files), "frames": sum(f["frames"] for f in files.values())}
+    for stage in ("before", "reference", "fast"):
+        totals[stage] = {key: sum(f[stage][key] for f in files.values())
+                         for key in ("words", "frames_with_words", "dates", "names")}
+        if stage != "before":
+            totals[stage]["confirmed_words"] = sum(f[stage]["confirmed_words"] for f in files.values())
+            totals[stage]["scan_masked_mean_of_files"] = round(
+                float(np.mean([f[stage]["scan_masked_mean"] for f in files.values()])), 4)
+    seconds = speed.means(("wall", "cpu"))
+    return {"folder": str(folder), "files": files, "rejected": rejected, "totals": totals,
+            "seconds_per_frame": seconds, "speedup_vs_reference": speedups(seconds)}
+
+
+def run(sections: tuple[str, ...], quick: bool, batch_size: int, real_us: Path | None) -> dict:
+    fast = CleaningConfig(mode="fast")
+    report = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "opencv": cv2.__version__,
+                    "load_average": [round(x, 2) for x in os.getloadavg()]},
+        "ocr_engine_fast": resolve_engine(fast.text.engine, fast.text.tesseract_cmd, fast.text.language),
+    }
+    if "classic" in sections:
+        report.update(run_classic(quick, batch_size))
+    if "annotated" in sections:
+        report["annotated"] = run_annotated(quick)
+    if "real_us" in sections:
+        folder, reason = (real_us, f"real ultrasound files from {real_us}") if real_us else real_us_folder(REPO)
+        if folder is None or not folder.is_dir():
+            print(f"[real_us] skipped: {reason}", file=sys.stderr)
+            report["real_us"] = {"skipped": reason}
+        else:
+            report["real_us"] = run_real_us(folder)
+    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return report
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="8 synthetic scans instead of 24")
+    parser.add_argument("--quick", action="store_true", help="fewer synthetic scans (8 classic, a third annotated)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per clean_images call (one OCR call)")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to run")
+    parser.add_argument("--real-us", type=Path, help="folder of real files (default: $USFMAE_REAL_US, "
+                        "else ../shared/real_us beside the repository)")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.quick, args.batch_size), indent=2))
+    print(json.dumps(run(tuple(args.sections), args.quick, args.batch_size, args.real_us), indent=2))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from usfmae.cleaning.evaluate import real_us_folder
 from usfmae.ray_local import auth_env, free_port, private_head  # noqa: F401  (free_port: for tests)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,15 +55,9 @@ def ray_cluster(tmp_path_factory):
         yield head.jobs
 
 
-def real_us_dir() -> Path | None:
-    """The real ultrasound files (../shared/real_us beside the repository, or $USFMAE_REAL_US), if present."""
-    folder = Path(os.environ.get("USFMAE_REAL_US") or REPO.parent / "shared" / "real_us")
-    return folder if folder.is_dir() else None
-
-
 def real_us_file(name: str) -> Path:
     """One real ultrasound file, or skip the test saying where it was looked for."""
-    folder = real_us_dir()
+    folder, where = real_us_folder(REPO)
     if folder is None or not (folder / name).is_file():
-        pytest.skip(f"real ultrasound file {name} not found (looked in $USFMAE_REAL_US and {REPO.parent}/shared/real_us)")
+        pytest.skip(f"real ultrasound file {name} not found ({where})")
     return folder / name

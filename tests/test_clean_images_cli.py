@@ -109,3 +109,18 @@ def test_an_input_named_like_the_report_and_odd_names(tmp_path):
     assert report["skipped"] == [{"path": ".hidden.png", "reason": "hidden file: not read (name starts with '.')"}]
     assert (tmp_path / "out/report.json~/00000.clean.png").is_file()
     assert (tmp_path / "out" / os.fsdecode(b"caf\xe9 \n.png") / "00000.mask.png").is_file()
+
+
+def test_sheets_never_collide_with_an_input_folder_named_sheets(tmp_path):
+    """With --sheet, an input folder named `sheets` holding `x.png.png` and a top-level input `x.png` would
+    both claim out/sheets/x.png.png (a frame folder and a sheet file): the input's folder gets a '~'."""
+    a, b = write_images(tmp_path / "in", 2, 96, seed=13)
+    (tmp_path / "in/sheets").mkdir()
+    a.rename(tmp_path / "in/sheets/x.png.png")
+    b.rename(tmp_path / "in/x.png")
+    args = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--sheet"]
+    assert clean_images.main(args) == 0
+    report = json.loads((tmp_path / "out/report.json").read_text())
+    assert sorted(r["input"] for r in report["read"]) == ["sheets/x.png.png", "x.png"] and not report["rejected"]
+    assert (tmp_path / "out/sheets~/x.png.png/00000.clean.png").is_file()
+    assert (tmp_path / "out/sheets/x.png.png").is_file() and (tmp_path / "out/sheets/sheets/x.png.png.png").is_file()

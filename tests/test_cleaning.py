@@ -18,7 +18,7 @@ from usfmae.cleaning.sector import detect_sector
 HEIGHT, WIDTH = 360, 480
 STEPS = {
     "reference": ("text", "colour", "grayscale"),
-    "fast": ("sector", "text", "colour", "grayscale", "lines"),
+    "fast": ("sector", "text", "colour", "grayscale", "lines", "dots", "crosses", "fills"),  # border: own test
 }
 
 
@@ -46,7 +46,8 @@ def draw(image: np.ndarray, painter) -> np.ndarray:
 
 def build_scene(blur: float, box_size: tuple[int, int], with_fan: bool = True) -> dict[str, np.ndarray]:
     """A fan with header text outside it and, inside it, a label, a yellow caliper pair, a green
-    box and a straight white line. Values: the image, the fan and one truth mask per overlay."""
+    box, a straight white line, a dotted line and a grey logo disk with a letter. Values: the
+    image, the fan and one truth mask per overlay."""
     image, fan = speckle_fan(blur, with_fan)
     font = cv2.FONT_HERSHEY_SIMPLEX
     bw, bh = box_size
@@ -68,7 +69,16 @@ def build_scene(blur: float, box_size: tuple[int, int], with_fan: bool = True) -
     def line(canvas, colour):
         cv2.line(canvas, (190, 320), (300, 320), colour or (255, 255, 255), 1)
 
-    painters = (("header", header), ("label", label), ("caliper", caliper), ("box", box), ("line", line))
+    def dots(canvas, colour):
+        for t in np.linspace(0, 1, 10):
+            cv2.circle(canvas, (int(300 + 60 * t), int(170 + 60 * t)), 1, colour or (255, 255, 255), -1)
+
+    def logo(canvas, colour):
+        cv2.circle(canvas, (150, 240), 10, colour or (45, 45, 45), -1)
+        cv2.putText(canvas, "P", (145, 246), font, 0.45, colour or (255, 255, 255), 1)
+
+    painters = (("header", header), ("label", label), ("caliper", caliper), ("box", box), ("line", line),
+                ("dots", dots), ("logo", logo))
     return {"image": image, "fan": fan, **{name: draw(image, painter) for name, painter in painters}}
 
 
@@ -124,12 +134,12 @@ def test_reference_misses_thin_overlays_on_speckle_that_fast_finds(scene):
 
 def test_fast_masks_everything_and_keeps_the_fan(scene):
     result = clean_image(scene["image"], CleaningConfig(mode="fast"))
-    for name in ("header", "label", "caliper", "box", "line"):
+    for name in ("header", "label", "caliper", "box", "line", "dots", "logo"):
         assert covered(result.mask, scene[name]) > 0.9, name
     assert result.stats["ocr_calls"] == 1
     # Outside the fan everything is black; inside, pixels away from the overlays are untouched.
     assert not result.image[~scene["fan"]].any()
-    overlays = np.any([scene[n] for n in ("label", "caliper", "box", "line")], axis=0).astype(np.uint8)
+    overlays = np.any([scene[n] for n in ("label", "caliper", "box", "line", "dots", "logo")], axis=0).astype(np.uint8)
     far = scene["fan"] & (cv2.dilate(overlays, np.ones((15, 15), np.uint8)) == 0)
     assert np.mean(result.image[far] == scene["image"][far]) > 0.99
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from usfmae.cleaning.config import ColourConfig
 from usfmae.cleaning.reference import clahe_on_lightness, drop_small_components
+from usfmae.cleaning.strokes import brightness
 
 
 def sampled_kmeans(pixels: np.ndarray, cfg: ColourConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -25,10 +26,21 @@ def sampled_kmeans(pixels: np.ndarray, cfg: ColourConfig) -> tuple[np.ndarray, n
     return distances.argmin(axis=1), centres
 
 
+def chroma(image: np.ndarray) -> np.ndarray:
+    """max(R, G, B) - min(R, G, B) per pixel. image: HxWx3 uint8 -> HxW uint8."""
+    low = np.minimum(np.minimum(image[:, :, 0], image[:, :, 1]), image[:, :, 2])
+    return brightness(image) - low
+
+
 def colour_mask(image: np.ndarray, region: np.ndarray, cfg: ColourConfig) -> np.ndarray:
-    """Saturated annotation pixels inside `region` (HxW bool). image: HxWx3 -> HxW uint8 0/255."""
+    """Saturated annotation pixels inside `region` (HxW bool). image: HxWx3 -> HxW uint8 0/255.
+
+    HSV saturation is a ratio: a dark pixel with a little chroma noise (JPEG, video, frame
+    grabbers: (10, 6, 4) has saturation 153) counts as saturated, and CLAHE makes it worse. A
+    pixel is clustered only if its chroma (max - min of R, G, B) also reaches cfg.min_chroma.
+    """
     hsv = cv2.cvtColor(clahe_on_lightness(image, cfg.clahe_clip, cfg.clahe_tiles), cv2.COLOR_RGB2HSV)
-    saturated = (hsv[:, :, 1] > cfg.saturation_min) & region
+    saturated = (hsv[:, :, 1] > cfg.saturation_min) & region & (chroma(image) >= cfg.min_chroma)
     pixels = hsv[saturated].astype(np.float32)  # [N, 3] as (H, S, V)
     mask = np.zeros(hsv.shape[:2], np.uint8)
     if len(pixels) < cfg.clusters:

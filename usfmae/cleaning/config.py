@@ -10,6 +10,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+# Pixel sizes of the in-scan steps (dots, crosses, fills, holes) are given for an image this many
+# pixels on its shorter side (a 480x640 scanner frame) and scale with the image.
+REFERENCE_SIDE = 480
+
+
+def size_scale(shape: tuple[int, ...]) -> float:
+    """How much larger than REFERENCE_SIDE the shorter side of an image of `shape` (H, W, ...) is."""
+    return min(shape[:2]) / REFERENCE_SIDE
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -23,6 +33,10 @@ class StrokeConfig(_Strict):
     )
     tophat_kernel: int = Field(
         9, ge=3, description="Top-hat kernel side, pixels: wider than overlay strokes (1-4 px), narrower than tissue."
+    )
+    sharp_step: float = Field(
+        0.5, ge=0, le=1, description="A stroke pixel is sharp (drawn) when it drops by at least this share of its "
+        "top-hat contrast to one of its 4 neighbours; tissue blurred by the point-spread function drops less.",
     )
 
 
@@ -68,6 +82,10 @@ class TextConfig(_Strict):
     min_vertical_share: float = Field(
         0.15, ge=0, le=1, description="Fast mode only: a candidate's stroke pixels include at least this share on "
         "vertical runs (letters have upright strokes; speckle streaks lie sideways).",
+    )
+    min_sharp_share: float = Field(
+        0.4, ge=0, le=1, description="Fast mode only: at least this share of a candidate's strokes are sharp "
+        "(`strokes.sharp_step`): text is drawn, bright tissue broken into letter-sized pieces is blurred.",
     )
     max_candidates: int = Field(
         60, ge=1, description="Fast mode only: at most this many candidate regions go into the OCR mosaic."
@@ -117,6 +135,10 @@ class ColourConfig(_Strict):
         3, ge=0, description="Fast mode only: the same limit; the reference's 20 px drops caliper dots and dotted "
         "lines.",
     )
+    min_chroma: int = Field(
+        30, ge=0, le=255, description="Fast mode only: a clustered pixel also has max(R, G, B) - min(R, G, B) at least "
+        "this (HSV saturation alone counts dark pixels with chroma noise from JPEG or video as colour).",
+    )
     seed: int = Field(42, description="K-means random seed (the notebook's random_state).")
     kmeans_sample: int = Field(
         2000, ge=0, description="Fast mode only: fit OpenCV k-means on at most this many sampled pixels, then "
@@ -154,13 +176,160 @@ class GrayscaleConfig(_Strict):
 
 
 class LinesConfig(_Strict):
-    """Fast mode only: long thin straight overlay lines (region-of-interest boxes, scale bars)."""
+    """Fast mode only: long thin straight overlay lines at any angle (boxes, cursors, scale and measurement bars)."""
 
-    enabled: bool = Field(True, description="Fast mode only: mask long straight horizontal/vertical overlay lines.")
+    enabled: bool = Field(True, description="Fast mode only: mask long straight overlay lines with a drawn profile.")
     min_length_fraction: float = Field(
         0.08, gt=0, le=1, description="A line is at least this fraction of the shorter image side long."
     )
-    dilate_px: int = Field(2, ge=0, description="Pixels the line mask is grown by, to cover anti-aliasing.")
+    dilate_px: int = Field(1, ge=0, description="Pixels the line mask reaches beyond the line's centre on each side.")
+    min_contrast: int = Field(
+        40, ge=0, le=255, description="A drawn line stands at least this much above the background on both sides."
+    )
+    min_steepness: float = Field(
+        0.5, ge=0, le=1, description="Its steepest one-pixel step on each side is at least this share of its contrast "
+        "(drawn lines rise within a pixel or two; tissue interfaces, blurred by the point-spread function, take 3+).",
+    )
+    min_drawn_share: float = Field(
+        0.6, gt=0, le=1, description="At least this share of the profiles along a candidate must look drawn."
+    )
+    max_value_spread: int = Field(
+        70, ge=0, le=255, description="The line's value varies by at most this much along it (10th to 90th "
+        "percentile): overlays are one flat colour, tissue brightness follows the speckle.",
+    )
+
+
+class DotsConfig(_Strict):
+    """Fast mode only: dotted and dashed lines (caliper joins, cursors) as chains of alike, evenly spaced dots.
+
+    Pixel sizes are for a 480-pixel-high image and scale with the shorter image side.
+    """
+
+    enabled: bool = Field(True, description="Fast mode only: mask dots lying in straight, evenly spaced chains of 4+.")
+    max_dot_area: float = Field(30, gt=0, description="A dot or dash is a stroke component of at most this many pixels...")
+    max_dot_side: float = Field(8, gt=0, description="...at most this many pixels long...")
+    min_peak: int = Field(
+        150, ge=0, le=255, description="...whose brightest pixel reaches this max(R, G, B) (overlays are drawn bright; "
+        "most speckle grains stay below)...",
+    )
+    min_contrast: int = Field(
+        50, ge=0, le=255, description="...stands this much above its local background (white top-hat)..."
+    )
+    min_sharp_share: float = Field(
+        0.3, ge=0, le=1, description="...and has at least this share of sharp (drawn) pixels (`strokes.sharp_step`)."
+    )
+    min_spacing: float = Field(2.5, ge=0, description="Neighbouring dots are at least this far apart (centre to centre)...")
+    max_spacing: float = Field(24, gt=0, description="...and at most this far.")
+    angle_tolerance_deg: float = Field(
+        12, gt=0, le=45, description="Three dots in a row deviate from a straight line by at most this angle."
+    )
+    spacing_tolerance: float = Field(
+        0.25, ge=0, le=1, description="A middle dot's two distances differ by at most this share (plus 1 px)."
+    )
+    max_peak_difference: int = Field(
+        40, ge=0, le=255, description="Neighbouring dots' brightest values differ by at most this (overlay dots are "
+        "copies; speckle grains are not).",
+    )
+    max_area_ratio: float = Field(3.0, ge=1, description="Neighbouring dots' areas differ by at most this factor.")
+    isolation: float = Field(
+        1.3, ge=1, description="No candidate other than its two partners lies within this many spacings of a middle dot."
+    )
+
+
+class CrossesConfig(_Strict):
+    """Fast mode only: measurement crosses and caliper ends ('+' and 'x').
+
+    Pixel sizes are for a 480-pixel-high image and scale with the shorter image side.
+    """
+
+    enabled: bool = Field(True, description="Fast mode only: mask small crosses of two straight crossing strokes.")
+    min_arm: float = Field(3, gt=0, description="Each arm reaches at least this far from the crossing...")
+    max_arm: float = Field(12, gt=0, description="...and at most this far (longer crossings are lines, or tissue).")
+    max_thickness: float = Field(3, gt=0, description="The strokes are at most about this many pixels wide.")
+    min_peak: int = Field(170, ge=0, le=255, description="Cross pixels are at least this bright (max(R, G, B))...")
+    min_contrast: int = Field(80, ge=0, le=255, description="...and this much above their surroundings (top-hat).")
+
+
+class FillsConfig(_Strict):
+    """Fast mode only: flat-coloured shapes inside the scan (logo disks, label boxes, grey bars) and their contents.
+
+    Areas are for a 480-pixel-high image and scale with the square of the shorter image side.
+    """
+
+    enabled: bool = Field(True, description="Fast mode only: mask flat-coloured regions inside the scan.")
+    flat_gradient_max: int = Field(
+        3, ge=0, le=255, description="5x5 blocks whose 3x3 gradients stay at most this are flat (speckle never is; "
+        "a little above 0 for JPEG noise).",
+    )
+    block: int = Field(
+        1, ge=1, description="Flat pixels count only in flat squares this many pixels wide (1: every flat pixel; "
+        "the edge step keeps compression-flattened tissue out).",
+    )
+    min_area: float = Field(40, ge=0, description="A fill covers at least this many pixels (at least half as many "
+                            "in small images)...")
+    min_side: float = Field(8, ge=0, description="...is at least this many pixels wide and high (at least 6)...")
+    max_region_share: float = Field(0.05, gt=0, le=1, description="...and at most this share of the scan.")
+    min_value: int = Field(
+        40, ge=0, le=255, description="A fill at least this bright counts whatever its shape; darker flat regions "
+        "(what lossy video makes of anechoic tissue) count only when rectangular (label boxes).",
+    )
+    max_value: int = Field(
+        250, ge=0, le=255, description="Pixels this bright are never fill (tissue saturated at white is flat too)."
+    )
+    min_rectangularity: float = Field(
+        0.85, gt=0, le=1, description="A dark fill is a rectangle: its outline covers at least this share of its "
+        "bounding box."
+    )
+    min_edge_step: float = Field(
+        25, ge=0, le=255, description="The pixels just outside a fill differ from it by at least this on average "
+        "(drawn fills end in a step; patches that video compression flattened fade into the tissue)...",
+    )
+    min_texture: float = Field(
+        15, ge=0, description="...or the pixels around it have at least this standard deviation (a drawn shape of "
+        "tissue-like grey on speckle; tissue around a compression-flattened patch is smooth too).",
+    )
+    grow_px: int = Field(2, ge=0, description="Pixels added around a fill (a logo's ring, a box's edge).")
+
+
+class BorderConfig(_Strict):
+    """Fast mode only: marks on the black margin between the scan and the edge of the detected sector."""
+
+    enabled: bool = Field(
+        True, description="Fast mode only: mask marks on the black margin of the sector, off the scan's convex hull."
+    )
+    window_fraction: float = Field(
+        0.02, gt=0, le=1, description="Side of the window in which scan density is measured, fraction of the "
+        "shorter image side.",
+    )
+    min_density: float = Field(
+        0.5, gt=0, le=1, description="The scan fills at least this share of a window with brighter-than-background "
+        "pixels; marks on black fill less.",
+    )
+    min_part_fraction: float = Field(
+        0.1, gt=0, le=1, description="Dense parts at least this fraction of the largest one are scan (a dual view)."
+    )
+    work_side: int = Field(
+        256, ge=16, description="Scan density is measured on a copy whose shorter side is at most this many pixels."
+    )
+    scan_margin_px: int = Field(
+        2, ge=0, description="Pixels the scan's hull is grown by before marks are looked for.",
+    )
+    min_mark_value: int = Field(
+        100, ge=0, le=255, description="A mark has a pixel at least this bright (max(R, G, B)); dim pieces are "
+        "far-field speckle the density test missed.",
+    )
+    max_piece_fraction: float = Field(
+        0.01, gt=0, le=1, description="A mark covers at most this share of the image (a larger piece is scan)."
+    )
+    min_drawn_share: float = Field(
+        0.2, ge=0, le=1, description="At least this share of a mark's bright pixels are sharp-edged strokes "
+        "(`strokes.sharp_step`): drawn, not the blurred ring-down under the probe.",
+    )
+    max_background: int = Field(
+        40, ge=0, le=255, description="Upper limit on the background level estimated outside the sector (its median "
+        "plus three median absolute deviations: video black is 5-20 with noise).",
+    )
+    grow_px: int = Field(1, ge=0, description="Pixels added around each mark (anti-aliased rims).")
 
 
 class SectorConfig(_Strict):
@@ -199,6 +368,18 @@ class SectorConfig(_Strict):
         0.03, ge=0, le=1, description="A sector covering less of the image than this is not trusted: the whole "
         "image is then treated as the sector.",
     )
+    grow_windows: float = Field(
+        3, ge=0, description="Add the textured foreground joined to the dense region up to this many density "
+        "windows beyond it (dim far-field corners of a fan cropped by the image edge; 0: off).",
+    )
+    max_grow_fraction: float = Field(
+        0.1, ge=0, description="A joined piece adds at most this share of the region's area (a fan's corner is "
+        "small; a large piece beside the scan is the noisy background of a grabbed frame).",
+    )
+    max_grow_background: int = Field(
+        40, ge=0, le=255, description="Upper limit on the background level (median plus three median absolute "
+        "deviations outside the dense region) that texture must exceed to be grown into.",
+    )
     mirror: bool = Field(
         True,
         description="Add the region's mirror image about the vertical line through the centre of its top rows: "
@@ -218,6 +399,11 @@ class MorphologyConfig(_Strict):
         True,
         description="Fast mode only: skip the opening, which erases every stroke thinner than the kernel "
         "(1-2 px calipers, dotted lines, box outlines); the fast masks carry no speckle to open away.",
+    )
+    max_hole_px: float = Field(
+        150, ge=0, description="Fast mode only: unmasked holes enclosed by the mask up to this many pixels (for a "
+        "480-pixel-high image; scales with the square of the shorter side) are filled: the letter inside a ringed "
+        "logo, the eye of a glyph. A box around tissue encloses far more.",
     )
     grow_px: int = Field(
         1, ge=0, description="Fast mode only: grow the mask by this many pixels to cover anti-aliased stroke edges."
@@ -246,6 +432,10 @@ class CleaningConfig(_Strict):
     colour: ColourConfig = Field(default_factory=ColourConfig, description="Step 2: coloured annotations.")
     grayscale: GrayscaleConfig = Field(default_factory=GrayscaleConfig, description="Step 3: grayscale annotations.")
     lines: LinesConfig = Field(default_factory=LinesConfig, description="Fast mode only: straight overlay lines.")
+    dots: DotsConfig = Field(default_factory=DotsConfig, description="Fast mode only: dotted and dashed lines.")
+    crosses: CrossesConfig = Field(default_factory=CrossesConfig, description="Fast mode only: measurement crosses.")
+    fills: FillsConfig = Field(default_factory=FillsConfig, description="Fast mode only: flat-coloured shapes.")
+    border: BorderConfig = Field(default_factory=BorderConfig, description="Fast mode only: marks beside the scan.")
     sector: SectorConfig = Field(default_factory=SectorConfig, description="Fast mode only: scan-sector masking.")
     morphology: MorphologyConfig = Field(default_factory=MorphologyConfig, description="Step 4: mask clean-up.")
     inpaint: InpaintConfig = Field(default_factory=InpaintConfig, description="Step 5: inpainting.")

@@ -3,27 +3,34 @@
 The fast pipeline, each change behind a switch in `CleaningConfig`:
     sector       find the scan fan/rectangle; everything outside is filled with black (no inpainting)
     colour       the reference's HSV k-means, fitted on a pixel sample, inside the sector only
+    strokes      one map of thin bright overlay strokes (and which look drawn) for the steps below
     text         candidate text regions not already masked -> one OCR call on a mosaic of them
                  (one call per batch of images; none when no image has candidates)
     grayscale    the reference's edge contours, kept only where they hold bright overlay strokes
-    lines        long straight overlay lines (ROI boxes, scale bars) the reference leaves in
-    morphology   closing, then (instead of the reference's opening, which erases thin strokes) growth
+    lines        long thin straight lines with a drawn profile (boxes, cursors, bars), not tissue
+    dots         dotted and dashed lines: chains of alike, evenly spaced dots
+    crosses      measurement crosses and caliper ends ('+', 'x')
+    fills        flat-coloured shapes (logo disks, label boxes, grey bars) and what they hold
+    border       marks on the black margin between the scan and the sector's edge
+    morphology   closing, small enclosed holes filled, then (instead of the reference's opening,
+                 which erases thin strokes) growth
     inpaint      Navier-Stokes inpainting of the masked pixels inside the sector
 """
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
 
-from usfmae.cleaning import colour, contours, lines, reference, text
-from usfmae.cleaning.config import CleaningConfig, MorphologyConfig
+from usfmae.cleaning import border, colour, contours, crosses, dots, fills, lines, reference, text
+from usfmae.cleaning.config import CleaningConfig, MorphologyConfig, size_scale
 from usfmae.cleaning.image import to_rgb_uint8
 from usfmae.cleaning.reference import clean_reference
 from usfmae.cleaning.result import CleanResult, StepLog
 from usfmae.cleaning.sector import detect_sector
-from usfmae.cleaning.strokes import brightness, stroke_mask
+from usfmae.cleaning.strokes import Strokes, find_strokes
 
 
 def clean_image(image: np.ndarray, cfg: CleaningConfig | None = None, source: str = "image") -> CleanResult:
@@ -70,8 +77,8 @@ class Work:
     region: np.ndarray  # HxW bool, the scan sector (all True when none was found or the step is off)
     mask: np.ndarray  # HxW uint8 0/255, annotation found so far
     candidates: list[text.Box]
-    strokes: np.ndarray | None  # HxW bool, overlay strokes (None when no step needs them)
-    text_strokes: np.ndarray | None  # HxW bool, the bright strokes text candidates are made of
+    strokes: Strokes  # the stroke map every overlay step shares
+    text_strokes: np.ndarray | None  # HxW bool, the drawn strokes of text candidates (masked if they read)
     log: StepLog
 
 
@@ -88,15 +95,13 @@ def find_annotations(image: np.ndarray, cfg: CleaningConfig) -> Work:
     if cfg.colour.enabled:
         with log.step("colour"):
             mask |= colour.colour_mask(image, region, cfg.colour)
-    strokes = None
-    if cfg.text.enabled or cfg.grayscale.enabled or cfg.lines.enabled:
-        with log.step("strokes"):
-            strokes = stroke_mask(image, cfg.strokes)
+    with log.step("strokes"):
+        strokes = find_strokes(image, cfg.strokes)
     candidates, text_strokes = [], None
     if cfg.text.enabled:
         with log.step("text"):
             if cfg.text.candidate_regions:
-                candidates, text_strokes = text.find_candidates(image, strokes, region, cfg.text, already_masked=mask)
+                candidates, text_strokes = text.find_candidates(strokes, region, cfg.text, already_masked=mask)
             else:
                 mask |= reference.text_mask(image, cfg.text, log)
     return Work(image, region, mask, candidates, strokes, text_strokes, log)
@@ -118,38 +123,68 @@ def read_text_of_batch(work: list[Work], cfg: CleaningConfig) -> None:
             item.log.ocr_calls += calls  # calls shared by the batch are counted for each image using them
 
 
+def scan_steps(item: Work, cfg: CleaningConfig) -> list[tuple[str, bool, Callable[[], np.ndarray]]]:
+    """(name, enabled, mask maker) of every step that looks for annotations inside the sector, in order."""
+    image, region, strokes = item.image, item.region, item.strokes
+    return [
+        ("grayscale", cfg.grayscale.enabled, lambda: contours.grayscale_mask(image, region, strokes.mask, cfg.grayscale)),
+        ("lines", cfg.lines.enabled, lambda: lines.line_mask(strokes, region, cfg.lines)),
+        ("dots", cfg.dots.enabled, lambda: dots.dotted_mask(strokes, region, cfg.dots)),
+        ("crosses", cfg.crosses.enabled, lambda: crosses.cross_mask(strokes, region, cfg.crosses)),
+        ("fills", cfg.fills.enabled,
+         lambda: fills.fill_mask(image, strokes.value, region, cfg.sector.background_max, cfg.fills)),
+        ("border", cfg.border.enabled and cfg.sector.enabled,  # the margin exists only around a found sector
+         lambda: border.island_mask(image, strokes, region, cfg.sector, cfg.strokes, cfg.border)),
+    ]
+
+
+def fill_small_holes(mask: np.ndarray, max_area: float) -> np.ndarray:
+    """mask with its enclosed unmasked holes of at most max_area pixels filled (a ring's letter, a glyph's eye)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((mask == 0).astype(np.uint8), 4, cv2.CV_32S)
+    x, y, w, h, area = stats.T
+    height, width = mask.shape
+    enclosed = (x > 0) & (y > 0) & (x + w < width) & (y + h < height) & (area <= max_area)
+    enclosed[0] = False
+    return np.where(enclosed[labels], 255, mask).astype(np.uint8)
+
+
 def refine_mask(mask: np.ndarray, cfg: MorphologyConfig) -> np.ndarray:
-    """Closing joins broken strokes; the opening is optional as it erases strokes thinner than the kernel."""
+    """Closing joins broken strokes and small holes are filled; the opening is optional as it erases strokes
+    thinner than the kernel."""
     if not cfg.fast_skip_opening:
         mask = reference.refine_mask(mask, cfg)
     else:
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((cfg.kernel, cfg.kernel), np.uint8))
+    if cfg.max_hole_px:
+        mask = fill_small_holes(mask, cfg.max_hole_px * size_scale(mask.shape) ** 2)
     if cfg.grow_px:
         mask = cv2.dilate(mask, np.ones((2 * cfg.grow_px + 1,) * 2, np.uint8))
     return mask
 
 
 def finish(item: Work, cfg: CleaningConfig) -> CleanResult:
-    """Every step after OCR: grayscale, lines, mask clean-up, outside fill, inpainting."""
+    """Every step after OCR: the in-sector detectors, mask clean-up, outside fill, inpainting."""
     image, region, mask, log = item.image, item.region, item.mask, item.log
-    if cfg.grayscale.enabled:
-        with log.step("grayscale"):
-            mask |= contours.grayscale_mask(image, region, item.strokes, cfg.grayscale)
-    if cfg.lines.enabled:
-        with log.step("lines"):
-            mask |= lines.line_mask(item.strokes, region, cfg.lines)
+    for name, enabled, make in scan_steps(item, cfg):
+        if enabled:
+            with log.step(name):
+                mask |= make()
     if cfg.morphology.enabled:
         with log.step("morphology"):
             mask = refine_mask(mask, cfg.morphology)
     mask[~region] = 0
+    scan_mask_fraction = np.count_nonzero(mask) / max(1, np.count_nonzero(region))
     cleaned = image.copy()
     outside_marks = np.zeros_like(mask)
     if cfg.sector.enabled:
         # Outside the scan there is only background and annotation: black it out, no inpainting needed.
-        outside_marks[~region & (brightness(image) > cfg.sector.background_max)] = 255
+        outside_marks[~region & (item.strokes.value > cfg.sector.background_max)] = 255
         cleaned[~region] = 0
     if cfg.inpaint.enabled:
         with log.step("inpaint"):
             cleaned = reference.inpaint(cleaned, mask, cfg.inpaint)
     mask |= outside_marks
-    return CleanResult(cleaned, mask, log.stats("fast", mask))
+    stats = log.stats("fast", mask)
+    stats["scan_fraction"] = float(np.count_nonzero(region)) / region.size
+    stats["scan_mask_fraction"] = float(scan_mask_fraction)
+    return CleanResult(cleaned, mask, stats, None if region.all() else region)

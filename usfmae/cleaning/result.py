@@ -10,11 +10,14 @@ import numpy as np
 
 @dataclass
 class CleanResult:
-    """image: HxWx3 uint8 RGB at the input resolution; mask: HxW uint8, 255 where pixels were replaced."""
+    """image: HxWx3 uint8 RGB at the input resolution; mask: HxW uint8, 255 where pixels were replaced;
+    scan: HxW bool scan area the fast pipeline found (None when it looked for none: reference mode,
+    sector step off, or no sector found)."""
 
     image: np.ndarray
     mask: np.ndarray
     stats: dict[str, Any]
+    scan: np.ndarray | None = None
 
 
 @dataclass

@@ -14,10 +14,42 @@ from usfmae.cleaning.config import SectorConfig, StrokeConfig
 from usfmae.cleaning.strokes import brightness
 
 
+# Grey levels added to the background's median and noise: scanners draw the black around the
+# scan a few levels above the black of the rest of the screen (Philips: 5 against 2).
+BACKGROUND_MARGIN = 6
+NOISE_REACH = 12  # grey levels around the background's value that count as its noise
+
+
+def background_level(value: np.ndarray, region: np.ndarray, floor: int, ceiling: int) -> int:
+    """Brightest value that is still background outside `region`: its most common value plus its noise and a margin.
+
+    value: HxW uint8; region: HxW bool. The background is the most common value outside the scan
+    (black, or 5-20 with noise in video and grabbed frames); its noise is the median absolute
+    deviation of the pixels within NOISE_REACH levels of it, so neither text nor dim tissue outside
+    the region moves the level.
+    """
+    outside = value[~region]
+    if outside.size == 0:
+        return floor
+    mode = int(np.bincount(outside, minlength=256).argmax())
+    dark = outside[np.abs(outside.astype(np.int16) - mode) <= NOISE_REACH].astype(np.float32)
+    spread = float(np.median(np.abs(dark - mode)))
+    return int(min(ceiling, max(floor, mode + 3 * spread + BACKGROUND_MARGIN)))
+
+
 def odd_kernel_side(fraction: float, shape: tuple[int, int]) -> int:
     """An odd kernel side of `fraction` of the shorter image side, at least 3."""
     side = max(3, int(round(fraction * min(shape))))
     return side + 1 - side % 2
+
+
+def flat_regions(image: np.ndarray, max_gradient: int, block: int) -> np.ndarray:
+    """Pixels in block x block squares whose 3x3 gradients are all at most max_gradient (flat colour, never
+    speckle). image: HxWx3 uint8 -> HxW uint8 0/1."""
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    gradient = cv2.morphologyEx(gray, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    flat = (gradient <= max_gradient).astype(np.uint8)
+    return flat if block <= 1 else cv2.morphologyEx(flat, cv2.MORPH_OPEN, np.ones((block, block), np.uint8))
 
 
 def textured_foreground(image: np.ndarray, cfg: SectorConfig, stroke_cfg: StrokeConfig) -> np.ndarray:
@@ -29,9 +61,7 @@ def textured_foreground(image: np.ndarray, cfg: SectorConfig, stroke_cfg: Stroke
     blocks stay sparse even in small blurry images; bright speckle grains sit on speckle and stay.
     """
     value = brightness(image)
-    gradient = cv2.morphologyEx(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
-    flat = (gradient <= cfg.flat_gradient_max).astype(np.uint8)
-    flat_area = cv2.morphologyEx(flat, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)) > 0
+    flat_area = flat_regions(image, cfg.flat_gradient_max, 5) > 0
     kernel = np.ones((stroke_cfg.tophat_kernel,) * 2, np.uint8)
     surround = cv2.morphologyEx(value, cv2.MORPH_OPEN, kernel)  # local background under thin strokes
     strokes = (value >= stroke_cfg.min_value) & (value - surround >= stroke_cfg.min_contrast)
@@ -53,6 +83,25 @@ def main_parts(mask: np.ndarray, min_part_fraction: float) -> np.ndarray:
     keep = np.zeros(count, bool)
     keep[1:] = areas >= min_part_fraction * areas.max()
     return np.where(keep[labels], 255, 0).astype(np.uint8)
+
+
+def grown_into_texture(region: np.ndarray, foreground: np.ndarray, reach: int, max_added: float) -> np.ndarray:
+    """region (uint8 0/255) plus the pieces of textured foreground (HxW bool) it touches, up to `reach` px out,
+    each adding at most `max_added` times the region's area.
+
+    Dim far-field tissue in the corners of a fan cropped by the image edge is too sparse to be
+    dense, but it is texture joined to the scan; text and markers on black and flat panels are not
+    foreground at all, so they stay out.
+    """
+    near = cv2.distanceTransform((region == 0).astype(np.uint8), cv2.DIST_L2, 3) <= reach
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((foreground & near).astype(np.uint8), 8, cv2.CV_32S)
+    outside = np.bincount(labels[region == 0], minlength=count)  # what each piece would add
+    joined = np.zeros(count, bool)
+    joined[np.unique(labels[region > 0])] = True
+    # A piece adding much is background noise of a grabbed frame next to the scan, not a corner of it.
+    joined &= outside <= max_added * np.count_nonzero(region)
+    joined[0] = False
+    return np.where(joined[labels], 255, region).astype(np.uint8)
 
 
 def mirrored(mask: np.ndarray, top_fraction: float = 0.05) -> np.ndarray:
@@ -109,6 +158,12 @@ def detect_sector(image: np.ndarray, cfg: SectorConfig, stroke_cfg: StrokeConfig
     # The density threshold and the opening pull edges in and round corners off: grow the region
     # back by half a window so scan edges are never cut (black background inside costs nothing).
     region = cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (window, window)))
+    if cfg.grow_windows:
+        # Only texture above the background's own level: video and grabbed frames have noisy black.
+        value = brightness(work)
+        lit = value > background_level(value, region > 0, cfg.background_max, cfg.max_grow_background)
+        region = grown_into_texture(region, (foreground > 0) & lit, int(round(cfg.grow_windows * window)),
+                                    cfg.max_grow_fraction)
     if cfg.mirror:
         region = mirrored(region)
     return fill_region(region, cfg.convex_hull, scale, image.shape[:2])

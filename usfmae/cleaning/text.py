@@ -15,7 +15,7 @@ import numpy as np
 
 from usfmae.cleaning.config import TextConfig
 from usfmae.cleaning.ocr import Word, read_words
-from usfmae.cleaning.strokes import brightness
+from usfmae.cleaning.strokes import Strokes
 
 # Pixels of a vertical stroke run; letters at 8 px and more have such runs, speckle streaks rarely.
 VERTICAL_RUN = 4
@@ -57,13 +57,17 @@ class Hit:
     text: str
 
 
-def candidate_boxes(strokes: np.ndarray, value: np.ndarray, region: np.ndarray, cfg: TextConfig) -> list[Box]:
+def candidate_boxes(strokes: np.ndarray, value: np.ndarray, sharp: np.ndarray, region: np.ndarray,
+                    cfg: TextConfig) -> list[Box]:
     """Word/line boxes of strokes inside `region` (HxW bool), largest first, at most cfg.max_candidates.
 
-    value: HxW uint8 max(R, G, B). Letters have vertical strokes; speckle streaks (elongated
-    sideways, the way ultrasound resolves tissue) have almost none, so a candidate needs a share
-    of vertical-run pixels. Text is drawn in one flat bright value, bright speckle spreads just
-    above the stroke threshold, so half of a candidate's strokes must reach cfg.candidate_core_value.
+    value: HxW uint8 max(R, G, B); sharp: HxW bool drawn-looking stroke pixels (`strokes.Strokes`).
+    Letters have vertical strokes; speckle streaks (elongated sideways, the way ultrasound
+    resolves tissue) have almost none, so a candidate needs a share of vertical-run pixels. Text
+    is drawn in one flat bright value, bright speckle spreads just above the stroke threshold, so
+    half of a candidate's strokes must reach cfg.candidate_core_value. Text is drawn with sharp
+    edges, tissue (a bright interface broken into letter-sized pieces) is blurred by the
+    point-spread function, so a share of the strokes must be sharp.
     """
     height = strokes.shape[0]
     strokes = (strokes & region).astype(np.uint8)
@@ -73,6 +77,7 @@ def candidate_boxes(strokes: np.ndarray, value: np.ndarray, region: np.ndarray, 
     stroke_px = np.bincount(labels[strokes > 0], minlength=count)  # [count]
     vertical_px = np.bincount(labels[vertical > 0], minlength=count)
     core_px = np.bincount(labels[(strokes > 0) & (value >= cfg.candidate_core_value)], minlength=count)
+    sharp_px = np.bincount(labels[(strokes > 0) & sharp], minlength=count)
     max_height = max(cfg.candidate_min_height, cfg.candidate_max_height_fraction * height)
     boxes = []
     for label in range(1, count):
@@ -81,7 +86,8 @@ def candidate_boxes(strokes: np.ndarray, value: np.ndarray, region: np.ndarray, 
         plausible_size = cfg.candidate_min_height <= h - 2 <= max_height and 3 * w >= h
         upright = vertical_px[label] >= max(VERTICAL_RUN, cfg.min_vertical_share * stroke_px[label])
         flat_bright = 2 * core_px[label] >= stroke_px[label]  # median stroke value >= core value
-        if plausible_size and upright and flat_bright:
+        drawn = sharp_px[label] >= cfg.min_sharp_share * stroke_px[label]
+        if plausible_size and upright and flat_bright and drawn:
             boxes.append((stroke_px[label], Box(int(x), int(y), int(w), int(h))))
     boxes.sort(key=lambda item: -item[0])
     return [box for _, box in boxes[: cfg.max_candidates]]
@@ -155,26 +161,33 @@ def is_real_word(word: Word, cfg: TextConfig) -> bool:
 
 
 def find_candidates(
-    image: np.ndarray,
-    strokes: np.ndarray,
+    strokes: Strokes,
     region: np.ndarray,
     cfg: TextConfig,
     already_masked: np.ndarray | None = None,
 ) -> tuple[list[Box], np.ndarray]:
-    """Padded candidate text boxes inside `region`, and the text strokes they are made of.
+    """Padded candidate text boxes touching `region` (HxW bool), and the text strokes to mask if they read.
 
-    image: HxWx3 uint8; strokes, region: HxW bool. Only strokes at cfg.candidate_peak_value or
-    brighter are text strokes: text is drawn near full brightness, while the speckle grains that
-    pass the stroke test mostly do not reach it, and would otherwise chain letters and speckle
-    into one blob too tall to be a text line. Strokes in `already_masked` (HxW uint8, e.g.
-    coloured text the colour step caught) need no OCR.
+    Only strokes at cfg.candidate_peak_value or brighter are text strokes: text is drawn near
+    full brightness, while the speckle grains that pass the stroke test mostly do not reach it,
+    and would otherwise chain letters and speckle into one blob too tall to be a text line.
+    Words are built from strokes up to a text line's height beyond the region, so a label across
+    the scan's edge ("HR") is read whole. Strokes in `already_masked` (HxW uint8, e.g. coloured
+    text the colour step caught) need no OCR. The strokes returned for masking are the sharp
+    ones: bright speckle grains beside a word are blurred, and stay.
     """
-    value = brightness(image)
-    text_strokes = strokes & (value >= cfg.candidate_peak_value)
+    text_strokes = strokes.mask & (strokes.value >= cfg.candidate_peak_value)
     if already_masked is not None:
         text_strokes &= already_masked == 0
-    boxes = [padded(b, CROP_PADDING, strokes.shape) for b in candidate_boxes(text_strokes, value, region, cfg)]
-    return boxes, text_strokes
+    shape = strokes.mask.shape
+    reach = 2 * int(cfg.candidate_max_height_fraction * shape[0]) + 1
+    near_region = cv2.dilate(region.astype(np.uint8), np.ones((reach, reach), np.uint8)) > 0
+    boxes = [
+        padded(b, CROP_PADDING, shape)
+        for b in candidate_boxes(text_strokes, strokes.value, strokes.sharp, near_region, cfg)
+        if region[b.y : b.y + b.h, b.x : b.x + b.w].any()
+    ]
+    return boxes, text_strokes & strokes.sharp
 
 
 def read_candidates(

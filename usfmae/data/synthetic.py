@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -489,13 +490,21 @@ def _check_count(n: int, name: str) -> int:
 def _render_clean(
     anatomy: np.random.Generator, lesion_rng: np.random.Generator, speckle_rng: np.random.Generator,
     h: int, w: int, label: int, lesion_scale: tuple[float, float], sector_angle: float | None,
+    extra_echo: Callable[[_Fan, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, _Fan, tuple[float, float], float]:
-    """Grey B-mode image [H, W] uint8, lesion mask, sector mask, the fan, lesion centre and radius."""
+    """Grey B-mode image [H, W] uint8, lesion mask, sector mask, the fan, lesion centre and radius.
+
+    extra_echo(fan, sector_mask) -> [H, W] float32 echogenicity added to the tissue before the
+    acoustics (bright interfaces and reflectors of `usfmae.data.annotated`); it must draw from its
+    own random stream so the other parts stay what they are without it.
+    """
     # Beam space is [H, W] too: one depth sample per row, one beam per column.
     fan = _sample_fan(anatomy, h, w, sector_angle)
     beam_x, beam_y = _beam_geometry(fan, h, w)
     map_beam, map_depth, sector_mask = _scan_conversion_maps(fan, h, w, h, w)
     tissue = _tissue_echogenicity(anatomy, h, w, fan)
+    if extra_echo is not None:
+        tissue = tissue + extra_echo(fan, sector_mask)
     ring_down = _probe_ring_down(anatomy, h)
     attenuation, tgc = _depth_gain(anatomy, h)
 
