@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 from usfmae.data import s3
 from usfmae.data.epoch import EpochOrder, Segment, apportion, total
 from usfmae.data.sources import resolve
-from usfmae.data.stream import PretrainStream, SourceSequence, StreamPlan, shuffle_windows
+from usfmae.data.stream import PretrainStream, StreamPlan
+from usfmae.data.windows import SourceSequence, shuffle_windows
 from usfmae.data.transforms import normalize_batch, pretrain_transform
 
 from shardutil import make_shards

@@ -35,7 +35,8 @@ class DataConfig(Section):
         "of consecutive shards holding at least this many samples (manifest counts), and each window's samples "
         "are yielded in a seeded permutation. 0, or shards of at least this size, = shuffle within each shard. "
         "Windows are cut from the manifest, so resume stays exact: windows before the position are skipped "
-        "unopened. Memory: about one window of encoded images per loader worker and source."))
+        "unopened. Memory: about two windows of encoded images per loader worker and source (the one being "
+        "consumed, and the next, read in the background: of this epoch or the next)."))
     num_workers: int = Field(2, ge=0, description=(
         "DataLoader worker processes per rank; each is one stream of the epoch's positions (0 = one, in-process). "
         "Changing it on resume re-cuts the remaining positions: nothing is repeated or lost."))
@@ -153,6 +154,10 @@ class DeepSpeedSection(Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description=(
         "auto = bf16 on GPUs that have it natively (compute capability >= 8.0), fp16 with dynamic loss scaling "
         "on older ones, fp32 on CPU. bf16 with gradient accumulation accumulates gradients in fp32."))
+    cpu_threads: int | None = Field(None, gt=0, description=(
+        "Torch threads per rank on CPU ranks (device cpu). None = $OMP_NUM_THREADS when set, else the cores this "
+        "rank may run on divided by the ranks on its node (2 ranks on 2 cores: 1 each): more threads than cores "
+        "make the ranks' threads wait for each other."))
     timeout_minutes: float = Field(30.0, gt=0, description=(
         "Process-group timeout: a collective that waits longer (a hung or dead rank) fails the run instead of "
         "hanging it. Long side-work never holds ranks (the k-NN monitor runs beside training), and the S3 retry "
