@@ -62,7 +62,8 @@ RESULT = "RESULT "
 def run_config(preset: str, batch: int, steps: int, out_dir: str, shards: str | None = None,
                ckpt: bool = False) -> PretrainConfig:
     """configs/pretrain_tiny.yaml with the run's preset, batch, length and data; logs every step."""
-    sets = ["deepspeed.device=cpu", f"model.preset={preset}", f"deepspeed.micro_batch_size={batch}", f"schedule.max_steps={steps}",
+    sets = ["deepspeed.device=cpu", f"model.preset={preset}", f"deepspeed.micro_batch_size={batch}",
+            f"schedule.max_steps={steps}", f"deepspeed.cpu_threads={torch.get_num_threads()}",
             f"deepspeed.activation_checkpointing={str(ckpt).lower()}", f"output_dir={out_dir}",
             "data.num_workers=0", "logging.tensorboard=false", "logging.image_grid_every=0",
             "logging.every_steps=1", "checkpoint.every_steps=1000000"]
@@ -195,7 +196,7 @@ def plain_e2e_steps(cfg: PretrainConfig):
     """A plain loop over the same PretrainStream as the Trainer (same plan, augment seeds, masks, lr);
     yields each step's loss."""
     from usfmae.data.epoch import Segment
-    from usfmae.train.engine import _step_seed
+    from usfmae.train.engine import _step_seed, seed_generator
     from usfmae.train.plan import make_plan
 
     plan = make_plan(cfg, 1)
@@ -209,7 +210,7 @@ def plain_e2e_steps(cfg: PretrainConfig):
     while True:
         segment = Segment.start(epoch, ((0, plan.epoch_samples),), 1, 1, plan.micro_batch, plan.grad_accum)
         for imgs, _ in PretrainStream(splan, segment, transform):
-            torch.manual_seed(_step_seed(cfg.seed, step, 0, 0))
+            seed_generator(torch.device("cpu"), _step_seed(cfg.seed, step, 0, 0))
             mask = masking(imgs.shape[0], model.num_patches, cfg.masking.ratio)
             lr = lr_at(step, plan.total_steps, plan.peak_lr, cfg.schedule.min_lr, plan.warmup_steps)
             yield step_fn(normalize_batch(imgs), mask, lr)  # the stream gives uint8, as to the Trainer

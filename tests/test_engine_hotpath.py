@@ -53,12 +53,16 @@ def records(t):
     return [json.loads(x) for x in (t.run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("stage", [2, 0])
-def test_steps_between_sync_points_make_no_host_sync_of_ours(tmp_path, process_group, stage):
+@pytest.mark.parametrize("precision,stage,wrapper", [("fp32", 2, "AdamW"), ("bf16", 2, "DeepSpeedZeroOptimizer"),
+                                                     ("bf16", 1, "BF16_Optimizer")])
+def test_steps_between_sync_points_make_no_host_sync_of_ours(tmp_path, process_group, precision, stage, wrapper):
     """Steps 2-5 and 7-9 are not sync points (logging every 6 steps, checkpoints every 100, 10 steps); step 1
-    builds the normalisation constants on the device, once."""
-    t = trainer(tmp_path, f"deepspeed.zero_stage={stage}", "deepspeed.grad_accum_steps=2", "schedule.max_steps=10",
-                "logging.every_steps=6", "checkpoint.every_steps=100")
+    builds the normalisation constants on the device, once. One fp32 rank runs ZeRO stage 0 (nothing to
+    partition): DeepSpeed steps our AdamW itself."""
+    t = trainer(tmp_path, f"deepspeed.zero_stage={stage}", f"deepspeed.precision={precision}",
+                "deepspeed.grad_accum_steps=2", "schedule.max_steps=10", "logging.every_steps=6",
+                "checkpoint.every_steps=100")
+    assert type(t.engine.optimizer).__name__ == wrapper
     per_step, step_of = {}, t._micro_step
 
     def recorded(*args):

@@ -71,6 +71,15 @@ def test_zero_communication_settings_are_pinned(config, world):
     assert get_bfloat16_config(ds).check_grad_overflow is True
 
 
+def test_one_fp32_rank_runs_zero_stage_0():
+    """Nothing to partition on one rank: stage 0 (mixed precision keeps its stage, as stage 0 cannot
+    accumulate it in fp32), and the same stage as configured on two ranks."""
+    cfg = load_config(PretrainConfig, "configs/pretrain_tiny.yaml")
+    stage = {(w, p): build_ds_config(cfg, w, p)["zero_optimization"]["stage"]
+             for w in (1, 2) for p in ("fp32", "bf16", "fp16")}
+    assert stage == {(1, "fp32"): 0, (1, "bf16"): 2, (1, "fp16"): 2, (2, "fp32"): 2, (2, "bf16"): 2, (2, "fp16"): 2}
+
+
 def test_plan_arithmetic_and_lr_scaling(tmp_path):
     shards = make_shards(tmp_path / "s", [30, 34])
     cfg = load_config(PretrainConfig, "configs/pretrain_tiny.yaml",

@@ -26,6 +26,13 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def zero_stage(cfg: PretrainConfig, world_size: int, precision: str) -> int:
+    """deepspeed.zero_stage, except on one fp32 rank: there ZeRO has nothing to partition, and its per-parameter
+    bookkeeping cost 5-6% of a CPU step (benchmarks/README.md "Training engine"), so stage 0 runs the same
+    computation. (Mixed precision keeps its stage: stage 0 cannot accumulate it in fp32.)"""
+    return 0 if world_size == 1 and precision == "fp32" else cfg.deepspeed.zero_stage
+
+
 def build_ds_config(cfg: PretrainConfig, world_size: int, precision: str) -> dict[str, Any]:
     """ZeRO stage, batch arithmetic, clipping and precision from our config, plus user overrides."""
     ds = cfg.deepspeed
@@ -35,7 +42,7 @@ def build_ds_config(cfg: PretrainConfig, world_size: int, precision: str) -> dic
         "gradient_accumulation_steps": accum,
         "train_batch_size": global_batch,
         "gradient_clipping": ds.gradient_clipping,
-        "zero_optimization": {"stage": ds.zero_stage, **ZERO_COMMUNICATION},
+        "zero_optimization": {"stage": zero_stage(cfg, world_size, precision), **ZERO_COMMUNICATION},
         # Our optimizer is torch's AdamW (fused): DeepSpeed must accept a client optimizer under ZeRO.
         "zero_allow_untested_optimizer": True,
         # bf16: a step whose gradients hold inf/NaN is skipped on every rank (the non-finite loss policy

@@ -65,6 +65,15 @@ def _step_seed(seed: int, step: int, micro: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 7919 + micro * 104_729 + rank * 15_485_863) % (2**62)
 
 
+def seed_generator(device: torch.device, seed: int) -> None:
+    """Seed the generator `device` draws from, only that one: torch.manual_seed also seeds every accelerator
+    backend, and on a CUDA build without CUDA in use (CPU ranks) records a stack trace for each, every call."""
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)  # this rank's GPU, the current device
+    else:
+        torch.default_generator.manual_seed(seed)
+
+
 class Trainer:
     def __init__(self, cfg: PretrainConfig, rank: int, world_size: int, local_rank: int = 0):
         self.cfg, self.rank, self.world = cfg, rank, world_size
@@ -123,7 +132,7 @@ class Trainer:
         optimizer = build_optimizer(model, p.peak_lr, o.weight_decay, o.betas, o.eps, o.impl)  # plain names
         ds_conf = build_ds_config(cfg, self.world, self.precision)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=net, optimizer=optimizer, config=ds_conf)
-        if cfg.deepspeed.zero_stage == 0:  # the one configuration in which DeepSpeed would apply a NaN step
+        if self.engine.zero_optimization_stage() == 0:  # the one stage at which DeepSpeed would apply a NaN step
             skip_non_finite_steps(optimizer)
         self.state_io = EngineState(self.engine, model)
         self.checkpoints = RunCheckpoints(cfg, p, self.ckpt_dir, self.state_io, model, self.fixed, self.is_main)
@@ -132,7 +141,7 @@ class Trainer:
         self.print(f"model {cfg.model.preset}: {n_params / 1e6:.2f}M parameters, "
                    f"{self.fwd_flops / 1e9:.3f} GFLOPs/image forward at mask ratio {cfg.masking.ratio}")
         self.print(f"{self.world} rank(s) on {self.device_type} ({self.threads} torch threads each: {self.threads_from}), "
-                   f"{self.precision}, ZeRO {cfg.deepspeed.zero_stage}; "
+                   f"{self.precision}, ZeRO {self.engine.zero_optimization_stage()}; "
                    f"epoch {p.epoch_samples} samples = {p.steps_per_epoch} steps of {p.global_batch} "
                    f"({p.micro_batch} x {p.grad_accum} accumulation x {self.world} ranks); {p.total_steps} steps, "
                    f"warmup {p.warmup_steps}, peak lr {p.peak_lr:.3g}")
@@ -140,6 +149,7 @@ class Trainer:
             save_resolved(cfg, self.run_dir)
         self.logger.log({"event": "start", "params": n_params, "flops_per_image": self.fwd_flops,
                          "device": self.device_type, "precision": self.precision, "torch_threads": self.threads,
+                         "zero_stage": self.engine.zero_optimization_stage(),
                          **p.summary()})
         self._maybe_resume()
         self.health = StepHealth(self.device, cfg.checkpoint.max_bad_steps, self.step, self.skipped_total)
@@ -230,7 +240,7 @@ class Trainer:
         imgs = normalize_batch(imgs.to(self.device, non_blocking=True), param_dtype(self.precision))
         if self.data_log is not None:
             self._log_data(info)
-        torch.manual_seed(_step_seed(self.cfg.seed, self.step, micro, self.rank))
+        seed_generator(self.device, _step_seed(self.cfg.seed, self.step, micro, self.rank))
         mask = self.masking(imgs.shape[0], self.raw_model.num_patches, self.cfg.masking.ratio, device=self.device)
         loss, pred, mask = self.engine(imgs, mask=mask)
         self.engine.backward(self.health.guard(loss))  # NaN everywhere for a non-finite loss: the step is skipped
