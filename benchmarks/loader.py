@@ -18,6 +18,9 @@ a DataLoader worker), with the paper's augmentations, batches of 64:
   library_rgb_shards the library on shards of the first format (every image an RGB PNG: builds made before
                      gray storage)
   library_torchvision  data.augment=torchvision: the v2 composition on the uint8 tensor instead of the fused warp
+  library_seeding_all_backends  the library, its per-image seed set with torch.manual_seed as before: that also
+                     seeds CUDA, XPU and MTIA, each lazily with a stack trace when unused (the stream now seeds
+                     only the CPU generator it draws from)
   previous_library   the library path before the fused loader, rebuilt here: PIL decode to RGB, v2 rotation,
                      flips, resized crop, ToDtype and Normalize per image, a float stack (RGB shards)
 Throughput is images per CPU-second of this process (user + system): other jobs on the machine slow the wall
@@ -50,6 +53,7 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 from typing import Callable, Iterable
 from unittest import mock
@@ -78,7 +82,8 @@ from usfmae.data.transforms import (CROP_SCALE, ROTATION, FusedAugment, draw_par
                                     normalize_batch, pretrain_transform, to_chw)
 
 TARGET_RATIO = 3.0
-UINT8_OUT = ("library", "library_rgb_shards", "library_torchvision")  # loaders whose batches are not normalised
+# loaders whose batches are not normalised
+UINT8_OUT = ("library", "library_rgb_shards", "library_torchvision", "library_seeding_all_backends")
 
 
 # ---------------------------------------------------------------- the authors' loader
@@ -114,13 +119,22 @@ def previous_transform(size: int) -> v2.Compose:
                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD))])
 
 
+class SeedAllBackends:
+    """`torch` for the stream module, but `default_generator.manual_seed` is torch.manual_seed (every backend)."""
+    default_generator = types.SimpleNamespace(manual_seed=torch.manual_seed)
+
+    def __getattr__(self, name: str):
+        return getattr(torch, name)
+
+
 def stream_batches(shards: list, batch: int, epoch: int, transform: Callable,
-                   decode: Callable | None = None) -> Iterable[torch.Tensor]:
+                   decode: Callable | None = None, seed_all: bool = False) -> Iterable[torch.Tensor]:
     """One epoch of PretrainStream in this process; `decode` replaces the stream's decoder if given."""
     n = sum(s.samples for s in shards)
     plan = StreamPlan([shards], [n], seed=0)
     segment = Segment.start(epoch, ((0, n),), world=1, workers=1, micro_batch=batch, accum=1)
-    with mock.patch.object(stream, "decode_image", decode) if decode else contextlib.nullcontext():
+    with mock.patch.object(stream, "decode_image", decode) if decode else contextlib.nullcontext(), \
+            mock.patch.object(stream, "torch", SeedAllBackends()) if seed_all else contextlib.nullcontext():
         for images, _ in PretrainStream(plan, segment, transform):
             yield images
 
@@ -136,6 +150,7 @@ def make_loaders(shards: list, rgb_shards: list, root: Path, size: int,
         "library+normalise": lambda e: (normalize_batch(x) for x in stream_batches(shards, batch, e, fused)),
         "library_rgb_shards": lambda e: stream_batches(rgb_shards, batch, e, fused),
         "library_torchvision": lambda e: stream_batches(shards, batch, e, tv),
+        "library_seeding_all_backends": lambda e: stream_batches(shards, batch, e, fused, seed_all=True),
         "previous_library": lambda e: stream_batches(rgb_shards, batch, e, previous, previous_decode),
     }
 
