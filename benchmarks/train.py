@@ -15,8 +15,10 @@ report gives each round's ratio and their median, min and max (the machine is sh
             tiny preset, one step of each in turn; throughput = batch / median CPU time of a step.
   e2e       the whole path from our shards: usfmae.train.engine.Trainer (stream, augment, mask, DeepSpeed,
             the device-side loss accounting, a record every 5 steps) against a plain loop over the same
-            PretrainStream with the same seeds, one step of each in turn (the plain step runs inside a wrapper
-            around the Trainer's engine.step).
+            PretrainStream with the same seeds: one step of each in turn (the plain step runs inside a wrapper
+            around the Trainer's engine.step), timed by the main thread's CPU (each side's window-reading
+            thread runs across both sides' steps); and whole runs of each, one after the other, timed by the
+            CPU of every thread (reading included).
   side      the Trainer with a checkpoint every 4 steps and a reconstruction grid every 2 against the same run
             without them (alternating in one process): the images/s it logs (checkpoint and grid time left out
             and logged in time/*_s) and the images/s the wall clock gives when they are counted in.
@@ -243,11 +245,13 @@ def run_e2e_interleaved(spec: dict) -> dict:
         trainer.build()
         plain = plain_e2e_steps(cfg)
         times = {"trainer": ([], []), "plain": ([], [])}
-        plain_losses, state = [], {"step": 0, "cpu": cpu_seconds(), "wall": time.perf_counter()}
+        plain_losses, state = [], {"step": 0, "cpu": time.thread_time(), "wall": time.perf_counter()}
         engine_step = trainer.engine.step
 
         def record(name: str) -> None:
-            cpu, wall = cpu_seconds(), time.perf_counter()
+            # this thread's CPU time: each side's reader thread runs across both sides' intervals (whole_runs
+            # below counts every thread, over whole runs)
+            cpu, wall = time.thread_time(), time.perf_counter()
             if state["step"] >= spec["warmup"]:
                 times[name][0].append(cpu - state["cpu"])
                 times[name][1].append(wall - state["wall"])
@@ -268,6 +272,40 @@ def run_e2e_interleaved(spec: dict) -> dict:
     plain_means = [statistics.mean(plain_losses[i:i + RECORD_EVERY]) for i in range(0, len(plain_losses), RECORD_EVERY)]
     return {"trainer": {**throughput(spec["batch"], *times["trainer"]), "losses": trainer_losses},
             "plain": {**throughput(spec["batch"], *times["plain"]), "losses": plain_means}}
+
+
+def run_e2e_whole(spec: dict) -> dict:
+    """The Trainer and the plain loop one after the other in this process (order alternating with the round),
+    each for the same steps: CPU seconds of every thread of the process from the start to the last step."""
+    from usfmae.train.engine import Trainer
+
+    single_rank_group()
+    out = {}
+    for name in ("trainer", "plain") if spec["round"] % 2 == 0 else ("plain", "trainer"):
+        with tempfile.TemporaryDirectory() as run_dir:
+            cfg = run_config(TINY, spec["batch"], spec["steps"], run_dir, spec["shards"])
+            if name == "plain":
+                loop = plain_e2e_steps(cfg)
+                c0 = cpu_seconds()
+                for _ in range(spec["steps"]):
+                    next(loop)
+                cpu = cpu_seconds() - c0
+            else:
+                trainer = Trainer(cfg, 0, 1)
+                trainer.build()
+                engine_step, last = trainer.engine.step, {}
+
+                def timed_step(*args, **kwargs):
+                    result = engine_step(*args, **kwargs)
+                    last["cpu"] = cpu_seconds()  # the final save and export are not steps
+                    return result
+
+                trainer.engine.step = timed_step
+                c0 = cpu_seconds()
+                trainer.train()
+                cpu = last["cpu"] - c0
+        out[name] = {"images_per_cpu_s": spec["batch"] * spec["steps"] / cpu, "cpu_s": cpu}
+    return out
 
 
 # ---------------------------------------------------------------- worker: side work left out of images/s
@@ -331,8 +369,8 @@ def run_memory(spec: dict) -> dict:
 
 def worker(spec: dict) -> None:
     torch.set_num_threads(spec["threads"])
-    run = {"step": run_step_interleaved, "e2e": run_e2e_interleaved, "side": run_side_work,
-           "memory": run_memory}[spec["kind"]]
+    run = {"step": run_step_interleaved, "e2e": run_e2e_interleaved, "e2e_whole": run_e2e_whole,
+           "side": run_side_work, "memory": run_memory}[spec["kind"]]
     print(RESULT + json.dumps(run(spec)), flush=True)
 
 
@@ -470,6 +508,11 @@ def main(argv=None) -> int:
             report["e2e"]["trainer_vs_plain"] = compare_rounds(rounds, "trainer", "plain")
             report["e2e"]["loss_max_abs_diff_trainer_vs_plain"] = max(
                 max_loss_diff(r["trainer"]["losses"], r["plain"]["losses"]) for r in rounds)
+            whole = [run_worker({"kind": "e2e_whole", "shards": str(shards), "round": i, **common, "steps": 40})
+                     for i in range(args.rounds)]
+            report["e2e"]["whole_runs"] = {
+                **{name: spread([r[name]["images_per_cpu_s"] for r in whole]) for name in ("trainer", "plain")},
+                "trainer_vs_plain": compare_rounds(whole, "trainer", "plain")}
         if "side" in args.only:
             rounds = [run_worker({"kind": "side", "shards": str(shards), "round": i, **common, "steps": 24})
                       for i in range(args.rounds)]
