@@ -87,9 +87,13 @@ def test_steps_between_sync_points_make_no_host_sync_of_ours(tmp_path, process_g
     assert [c for c, _ in per_step[("settle", 6)]] == ["tolist"] and ("settle", 10) in per_step
 
 
-def test_logged_loss_is_the_mean_of_every_micro_batch_since_the_last_record(tmp_path, process_group):
+def test_logged_loss_is_the_mean_of_every_micro_batch_since_the_last_record(tmp_path, process_group, monkeypatch):
+    from usfmae.train import engine
+
     t = trainer(tmp_path, "deepspeed.grad_accum_steps=2", "schedule.max_steps=6", "logging.every_steps=3",
                 "checkpoint.every_steps=100", "logging.image_grid_every=2")
+    asked = []
+    monkeypatch.setattr(engine, "mfu", lambda flops, ips, world, precision: asked.append(precision) or 0.5)
     losses, guard = [], t.health.guard
 
     def seen(loss):
@@ -102,7 +106,8 @@ def test_logged_loss_is_the_mean_of_every_micro_batch_since_the_last_record(tmp_
     assert [r["step"] for r in logged] == [3, 6] and len(losses) == 12
     for r, chunk in zip(logged, (losses[:6], losses[6:])):
         assert r["loss"] == pytest.approx(sum(chunk) / 6, rel=1e-9)
-        assert r["skipped_steps"] == 0 and r["images_per_s"] > 0 and "mfu" not in r  # no GPU: no MFU
+        assert r["skipped_steps"] == 0 and r["images_per_s"] > 0 and r["mfu"] == 0.5
+    assert asked == ["fp32", "fp32"]  # MFU against the peak of the run's precision
     # reconstruction grids (steps 2, 4, 6) are timed apart from training; the step-6 grid counts after its record
     assert logged[0]["time/image_grid_s"] > 0 and logged[1]["time/image_grid_s"] > 0
     assert logged[0]["time/checkpoint_s"] == 0 and logged[0]["time/train_s"] > 0
