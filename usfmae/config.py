@@ -191,11 +191,17 @@ class CheckpointConfig(Section):
     keep_last: int = Field(3, gt=0, description="Checkpoints kept; older ones are deleted.")
     init_from: str | None = Field(None, description=(
         "Weights to start from: released USF-MAE .pt, MAE ImageNet checkpoint, or our .safetensors export."))
-    max_bad_steps: int = Field(20, gt=0, description="Stop after this many consecutive non-finite losses.")
+    max_bad_steps: int = Field(20, gt=0, description=(
+        "Stop after this many consecutive steps skipped for a non-finite loss (on any rank; the step is skipped on "
+        "every rank). Checked at logging and checkpoint steps, so the stop comes up to logging.every_steps - 1 "
+        "steps after the limit is reached."))
 
 
 class LoggingConfig(Section):
-    every_steps: int = Field(10, gt=0, description="Write a JSON-lines record every N steps.")
+    every_steps: int = Field(10, gt=0, description=(
+        "Write a metrics record every N steps (and at every checkpoint and the end): the loss averaged over every "
+        "micro-batch of every rank since the previous record. Losses stay on the device in between (no host "
+        "sync per step), so this is also how often non-finite losses are read (checkpoint.max_bad_steps)."))
     tensorboard: bool = Field(True, description="Also write TensorBoard scalars.")
     image_grid_every: int = Field(500, ge=0, description="Save an original/masked/reconstruction PNG every N steps (0 = off).")
     data_log: bool = Field(False, description=(
