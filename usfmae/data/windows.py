@@ -88,7 +88,6 @@ class WindowReader:
         self.endpoint_url, self.s3_budget_s, self.read_ahead = endpoint_url, s3_budget_s, read_ahead
         self.planned: dict[int, deque] = {}  # source -> [(key, shards)] in the order the stream takes them
         self.pending: dict[WindowKey, _Read] = {}
-        self.waits = 0  # windows taken that were not read ahead (the consumer read them itself)
 
     def read(self, shards: list[Shard]) -> list[dict]:
         samples = []
@@ -111,9 +110,7 @@ class WindowReader:
         queue = self.planned.get(key[1])
         if queue and queue[0][0] == key:
             queue.popleft()
-        read = self.pending.pop(key, None)
-        if read is None:
-            self.waits += 1
+        read = self.pending.pop(key, None)  # None: not planned (or no read-ahead): read it here
         samples = read.result() if read is not None else self.read(shards)
         self._ahead(key[1])
         return samples
