@@ -18,12 +18,25 @@ a DataLoader worker), with the paper's augmentations, batches of 64:
   library_rgb_shards the library on shards of the first format (every image an RGB PNG: builds made before
                      gray storage)
   library_torchvision  data.augment=torchvision: the v2 composition on the uint8 tensor instead of the fused warp
+  library_seeding_all_backends  the library, its per-image seed set with torch.manual_seed as before: that also
+                     seeds CUDA, XPU and MTIA, each lazily with a stack trace when unused (the stream now seeds
+                     only the CPU generator it draws from)
   previous_library   the library path before the fused loader, rebuilt here: PIL decode to RGB, v2 rotation,
                      flips, resized crop, ToDtype and Normalize per image, a float stack (RGB shards)
 Throughput is images per CPU-second of this process (user + system): other jobs on the machine slow the wall
 clock far more than this figure, though contention for cores and caches still moves it, so compare loaders
 within one run; rounds are interleaved and the median is reported. RSS is sampled after every batch, and the
 library stream runs alone for --memory-epochs consecutive epochs at the end to show its RSS stays flat.
+
+Epoch-boundary stall (`stall`; --stall-only runs just this): how long the training loop waits for its next
+batch, at the first batch of each epoch and in between, with DataLoader workers (--stall-workers) reading the
+shards through a simulated object store (each shard read sleeps its size / --read-mbps: one S3 GET stream) and
+a consumer that spends --compute-ms per batch as a training step would:
+  before   a new DataLoader per epoch (workers started again) over a stream that reads a window when it needs
+           it: the engine before this change
+  after    one DataLoader for the run over the Trainer's stream (epoch after epoch), each source's next window
+           (of this epoch or the next) read in the background: the engine now
+Variants alternate epoch runs; the waits are wall-clock seconds.
 Prints one JSON document.
 """
 
@@ -40,6 +53,7 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 from typing import Callable, Iterable
 from unittest import mock
@@ -59,15 +73,17 @@ from common import (cpu_seconds, machine_info, pack_shards, rss_mb, single_core,
                     synthetic_shards, unpack_shards)
 
 from usfmae.constants import DEFAULT_IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from usfmae.data import stream  # noqa: E402
+from usfmae.data import stream, windows  # noqa: E402
 from usfmae.data.sources import resolve  # noqa: E402
 from usfmae.data.epoch import Segment  # noqa: E402
-from usfmae.data.stream import PretrainStream, StreamPlan, decode_image, read_shard, stack_images  # noqa: E402
+from usfmae.data.stream import PretrainStream, StreamPlan, decode_image, stack_images, worker_init  # noqa: E402
+from usfmae.data.windows import read_shard  # noqa: E402
 from usfmae.data.transforms import (CROP_SCALE, ROTATION, FusedAugment, draw_params, fused_warp,  # noqa: E402
                                     normalize_batch, pretrain_transform, to_chw)
 
 TARGET_RATIO = 3.0
-UINT8_OUT = ("library", "library_rgb_shards", "library_torchvision")  # loaders whose batches are not normalised
+# loaders whose batches are not normalised
+UINT8_OUT = ("library", "library_rgb_shards", "library_torchvision", "library_seeding_all_backends")
 
 
 # ---------------------------------------------------------------- the authors' loader
@@ -103,13 +119,22 @@ def previous_transform(size: int) -> v2.Compose:
                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD))])
 
 
+class SeedAllBackends:
+    """`torch` for the stream module, but `default_generator.manual_seed` is torch.manual_seed (every backend)."""
+    default_generator = types.SimpleNamespace(manual_seed=torch.manual_seed)
+
+    def __getattr__(self, name: str):
+        return getattr(torch, name)
+
+
 def stream_batches(shards: list, batch: int, epoch: int, transform: Callable,
-                   decode: Callable | None = None) -> Iterable[torch.Tensor]:
+                   decode: Callable | None = None, seed_all: bool = False) -> Iterable[torch.Tensor]:
     """One epoch of PretrainStream in this process; `decode` replaces the stream's decoder if given."""
     n = sum(s.samples for s in shards)
     plan = StreamPlan([shards], [n], seed=0)
     segment = Segment.start(epoch, ((0, n),), world=1, workers=1, micro_batch=batch, accum=1)
-    with mock.patch.object(stream, "decode_image", decode) if decode else contextlib.nullcontext():
+    with mock.patch.object(stream, "decode_image", decode) if decode else contextlib.nullcontext(), \
+            mock.patch.object(stream, "torch", SeedAllBackends()) if seed_all else contextlib.nullcontext():
         for images, _ in PretrainStream(plan, segment, transform):
             yield images
 
@@ -125,6 +150,7 @@ def make_loaders(shards: list, rgb_shards: list, root: Path, size: int,
         "library+normalise": lambda e: (normalize_batch(x) for x in stream_batches(shards, batch, e, fused)),
         "library_rgb_shards": lambda e: stream_batches(rgb_shards, batch, e, fused),
         "library_torchvision": lambda e: stream_batches(shards, batch, e, tv),
+        "library_seeding_all_backends": lambda e: stream_batches(shards, batch, e, fused, seed_all=True),
         "previous_library": lambda e: stream_batches(rgb_shards, batch, e, previous, previous_decode),
     }
 
@@ -254,6 +280,81 @@ def profile_library(make: Callable[[int], Iterable], top: int = 15) -> list[dict
             for (file, line, name), st in rows]
 
 
+# ---------------------------------------------------------------- epoch-boundary stall
+
+
+def simulated_store(mbps: float) -> Callable:
+    """read_shard as from an object store streaming `mbps` MB/s per GET (the sleep holds no CPU)."""
+    def read(url: str, *args, **kwargs) -> list[dict]:
+        time.sleep(os.path.getsize(url) / (mbps * 1e6))
+        return read_shard(url, *args, **kwargs)
+    return read
+
+
+def waits(batches: Iterable, count: int, compute_s: float) -> list[float]:
+    """Seconds the consumer waited for each of `count` batches, spending compute_s on each."""
+    out, it = [], iter(batches)
+    for _ in range(count):
+        t0 = time.perf_counter()
+        next(it)
+        out.append(time.perf_counter() - t0)
+        time.sleep(compute_s)
+    return out
+
+
+def stall_runs(shards: list, args) -> tuple[dict[str, list[float]], int]:
+    """Per variant, the wait for every batch of its runs (--stall-epochs epochs each); batches per epoch."""
+    n, size, workers = sum(s.samples for s in shards), DEFAULT_IMAGE_SIZE, args.stall_workers
+    splan = StreamPlan([shards], [n], seed=0, shuffle_buffer=args.stall_buffer)
+    segment = lambda e: Segment.start(e, ((0, n),), 1, workers, args.batch, 1)  # noqa: E731
+    per_epoch = segment(0).micro_batches
+
+    def loader(stream_: PretrainStream) -> DataLoader:
+        return DataLoader(stream_, batch_size=None, num_workers=workers, worker_init_fn=worker_init, prefetch_factor=2)
+
+    def before() -> list[float]:  # a loader per epoch, no read-ahead
+        return [w for e in range(args.stall_epochs) for w in waits(loader(PretrainStream(
+            splan, segment(e), pretrain_transform(size), read_ahead=False)), per_epoch, args.compute_ms / 1000)]
+
+    def after() -> list[float]:  # one loader, epoch after epoch, windows read ahead
+        return waits(loader(PretrainStream(splan, segment(0), pretrain_transform(size), accum=1)),
+                     per_epoch * args.stall_epochs, args.compute_ms / 1000)
+
+    runs: dict[str, list[float]] = {"before": [], "after": []}
+    with mock.patch.object(windows, "read_shard", simulated_store(args.read_mbps)):
+        for r in range(args.stall_rounds):
+            for name, run in (("before", before), ("after", after))[::1 if r % 2 == 0 else -1]:
+                runs[name] += run()
+                print(f"[loader] stall round {r} {name} done", file=sys.stderr, flush=True)
+    return runs, per_epoch
+
+
+def stall_report(shards: list, shards_dir: Path, args) -> dict:
+    runs, per_epoch = stall_runs(shards, args)
+    window_bytes = args.stall_buffer * shard_bytes_per_image(shards_dir)
+
+    def summary(w: list[float]) -> dict:
+        epochs = [w[i:i + per_epoch] for i in range(0, len(w), per_epoch)]
+        first_of_run = [e[0] for i, e in enumerate(epochs) if i % args.stall_epochs == 0]
+        boundary = [e[0] for i, e in enumerate(epochs) if i % args.stall_epochs]
+        inside = [x for e in epochs for x in e[1:]]
+        return {"first_batch_of_a_run_s": [round(x, 3) for x in first_of_run],
+                "epoch_boundary_wait_s": {"median": round(statistics.median(boundary), 3),
+                                          "max": round(max(boundary), 3), "each": [round(x, 3) for x in boundary]},
+                "wait_inside_epochs_ms": {"median": round(1000 * statistics.median(inside), 1),
+                                          "p90": round(1000 * sorted(inside)[int(0.9 * len(inside))], 1),
+                                          "max": round(1000 * max(inside), 1)},
+                "total_wait_s": round(sum(w), 2)}
+
+    return {"settings": {"workers": args.stall_workers, "batch": args.batch, "batches_per_epoch": per_epoch,
+                         "epochs_per_run": args.stall_epochs, "rounds": args.stall_rounds,
+                         "shuffle_buffer": args.stall_buffer, "window_mb": round(window_bytes / 1e6, 1),
+                         "simulated_read_mb_per_s": args.read_mbps,
+                         "window_read_s": round(window_bytes / (args.read_mbps * 1e6), 2),
+                         "consumer_compute_ms_per_batch": args.compute_ms},
+            **{name: summary(w) for name, w in runs.items()}}
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -295,6 +396,13 @@ def main(argv=None) -> int:
     ap.add_argument("--work", help="where to keep the data (default: a temporary directory)")
     ap.add_argument("--memory-epochs", type=int, default=3, help="library epochs of the RSS check (default 3)")
     ap.add_argument("--profile", action="store_true", help="add a cProfile of one library epoch")
+    ap.add_argument("--stall-only", action="store_true", help="only the epoch-boundary stall")
+    ap.add_argument("--stall-epochs", type=int, default=3, help="epochs per stall run (default 3)")
+    ap.add_argument("--stall-rounds", type=int, default=2, help="stall runs per variant, alternating (default 2)")
+    ap.add_argument("--stall-workers", type=int, default=2, help="DataLoader workers in the stall runs (default 2)")
+    ap.add_argument("--stall-buffer", type=int, default=256, help="shuffle_buffer of the stall runs (default 256)")
+    ap.add_argument("--read-mbps", type=float, default=20.0, help="simulated object-store MB/s per read (default 20)")
+    ap.add_argument("--compute-ms", type=float, default=150.0, help="consumer ms per batch (default 150)")
     args = ap.parse_args(argv)
     single_core()
     size = DEFAULT_IMAGE_SIZE
@@ -302,6 +410,12 @@ def main(argv=None) -> int:
         work = Path(args.work or tmp)
         shards_dir, root, rgb_dir = prepare_data(args, work)
         shards, rgb_shards = resolve(str(shards_dir)), resolve(str(rgb_dir))
+        if args.stall_only:
+            report = {"benchmark": "loader: epoch-boundary stall", "machine": machine_info(),
+                      "stall": stall_report(shards, shards_dir, args),
+                      "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
+            print(json.dumps(report, indent=1))
+            return 0
         print(f"[loader] {sum(s.samples for s in shards)} images in {len(shards)} shards; {args.rounds} "
               "interleaved rounds", file=sys.stderr, flush=True)
         machine = machine_info()
@@ -330,6 +444,7 @@ def main(argv=None) -> int:
             report["library_memory"] = memory_check(library, args.memory_epochs)
         if args.profile:
             report["library_profile"] = profile_library(library)
+        report["stall"] = stall_report(shards, shards_dir, args)
     print(json.dumps(report, indent=1))
     return 0
 

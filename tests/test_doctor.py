@@ -106,7 +106,9 @@ def test_deepspeed_ops_are_probed_without_building(tmp_path, monkeypatch):
 
 
 def test_cpu_machine_rows():
-    assert doctor.check_cuda().status == "WARN"  # no GPU here: CPU runs only, with the fix for a GPU node
+    cuda = doctor.check_cuda()
+    assert cuda.status == "WARN"  # no GPU here: CPU runs only, with the fix for a GPU node
+    assert "--cpu" in cuda.detail and "deepspeed.device: cpu" in cuda.detail  # never a silent CPU fallback
     assert doctor.check_nccl().status == "OK"
     assert doctor.check_torch().status == "OK"
 

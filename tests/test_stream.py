@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 from usfmae.data import s3
 from usfmae.data.epoch import EpochOrder, Segment, apportion, total
 from usfmae.data.sources import resolve
-from usfmae.data.stream import PretrainStream, SourceSequence, StreamPlan, shuffle_windows
+from usfmae.data.stream import PretrainStream, StreamPlan
+from usfmae.data.windows import SourceSequence, shuffle_windows
 from usfmae.data.transforms import normalize_batch, pretrain_transform
 
 from shardutil import make_shards
@@ -204,3 +205,75 @@ def test_streaming_from_s3_http_endpoint(moto_s3, shards):
     assert n == 5
     with pytest.raises(s3.S3Error, match=r"s3://corpus/openus/missing.tar.*2 attempts"):
         s3.read_bytes("s3://corpus/openus/missing.tar", moto_s3, attempts=2)
+
+
+# ---------------------------------------------------------------------------- one loader for the whole run
+def run_batches(splan, seg, accum, n, rank=0, workers=0, start=0):
+    """The first n micro-batches of one perpetual stream (the Trainer's: epoch after epoch)."""
+    stream = PretrainStream(splan, seg, pretrain_transform(32, "fused"), rank, start, accum=accum)
+    out = []
+    for item in DataLoader(stream, batch_size=None, num_workers=workers):
+        out.append(item)
+        if len(out) == n:
+            return out
+
+
+@pytest.mark.parametrize("world,rank,workers,start,first", [(1, 0, 2, 5, None), (2, 1, 3, 1, None),
+                                                            (1, 0, 3, 0, ((30, 46),))])
+def test_one_loader_goes_through_the_epochs_as_a_loader_per_epoch_would(shards, world, rank, workers, start, first):
+    """Epochs of 11 or 5 micro-batches per rank over 2 or 3 workers (the round-robin shifts at each epoch),
+    from mid-segment, and from a resumed segment of 4 micro-batches over 3 workers."""
+    src, accum = resolve(str(shards)), 1
+    splan = plan([src], buffer=10)
+    seg0 = Segment.start(3, first or ((0, 46),), world, workers, 4, accum)
+    one = run_batches(splan, seg0, accum, 30, rank, workers, start)
+    per_epoch, seg, s = [], seg0, start
+    while len(per_epoch) < 30:
+        per_epoch += batches(splan, seg, rank, workers, s, augment="fused")
+        seg, s = Segment.start(seg.epoch + 1, ((0, 46),), world, workers, 4, accum), 0
+    assert [(i["epoch"], i["micro"], i["keys"]) for _, i in one] == \
+           [(i["epoch"], i["micro"], i["keys"]) for _, i in per_epoch[:30]]
+    assert len({i["epoch"] for _, i in one}) >= 3
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(one, per_epoch))
+
+
+@pytest.mark.parametrize("world,rank,start,counts", [(1, 0, 0, None), (2, 1, 3, [140, 60])])
+def test_every_window_is_read_ahead_and_the_next_epoch_before_this_one_ends(tmp_path, shards, monkeypatch, world,
+                                                                          rank, start, counts):
+    """In-process (one stream): each window a source takes was requested in advance, the first windows of the
+    next epoch before the last batch of this one, and nothing is read twice. Two sources, one of them cycled
+    seven times per epoch, from mid-epoch on rank 1 of 2, in the second case."""
+    from usfmae.data.windows import WindowReader
+
+    sources = [resolve(str(shards))] if counts is None else [resolve(str(make_shards(tmp_path / "i", [10, 10],
+                                                                                     prefix="inst"))), resolve(str(shards))]
+    counts = counts or [46]
+    events, take, ahead = [], WindowReader.take, WindowReader._ahead
+
+    def recorded_take(self, key, shards_):
+        events.append(("take", key, key in self.pending))
+        return take(self, key, shards_)
+
+    def recorded_ahead(self, source):
+        before = set(self.pending)
+        ahead(self, source)
+        events.extend(("request", k) for k in set(self.pending) - before)
+
+    monkeypatch.setattr(WindowReader, "take", recorded_take)
+    monkeypatch.setattr(WindowReader, "_ahead", recorded_ahead)
+    seg = Segment.start(0, ((0, sum(counts)),), world, 1, 4, 2)
+    stream = PretrainStream(plan(sources, counts, buffer=10), seg, pretrain_transform(32, "none"), rank, start, accum=2)
+    got = []
+    for _, info in stream:
+        events.append(("batch", info["epoch"], info["micro"]))
+        got.append(info["epoch"])
+        if info["epoch"] == 2:
+            break
+    takes = [e for e in events if e[0] == "take"]
+    assert takes and all(hit for _, _, hit in takes)  # never waited for a read it had not asked for in advance
+    requests = [e[1] for e in events if e[0] == "request"]
+    assert len(requests) == len(set(requests))  # nothing read twice
+    last_of_0 = max(i for i, e in enumerate(events) if e[:2] == ("batch", 0))
+    for source in range(len(sources)):
+        first_of_1 = min(i for i, e in enumerate(events) if e[0] == "request" and e[1][:2] == (1, source))
+        assert first_of_1 < last_of_0

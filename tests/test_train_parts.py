@@ -46,13 +46,38 @@ def test_deepspeed_fused_adam_is_refused_clearly_without_cuda():
 def test_deepspeed_config_from_ours():
     cfg = load_config(PretrainConfig, "configs/pretrain_vitb16.yaml",
                       ["deepspeed.global_batch_size=null", "deepspeed.micro_batch_size=64", "deepspeed.grad_accum_steps=2",
-                       "deepspeed.overrides={zero_optimization: {overlap_comm: true}}"])
+                       "deepspeed.overrides={zero_optimization: {reduce_bucket_size: 20000000}}"])
     ds = build_ds_config(cfg, world_size=8, precision="bf16")
     assert ds["train_batch_size"] == 64 * 2 * 8 and ds["gradient_accumulation_steps"] == 2
     assert ds["data_types"] == {"grad_accum_dtype": "fp32"}  # bf16 + accumulation: sum gradients in fp32
-    assert ds["zero_optimization"]["stage"] == 2 and ds["zero_optimization"]["overlap_comm"] is True
-    assert ds["zero_optimization"]["contiguous_gradients"] is True  # overrides merge, not replace
+    assert ds["zero_optimization"]["stage"] == 2 and ds["zero_optimization"]["reduce_bucket_size"] == 20_000_000
+    assert ds["zero_optimization"]["overlap_comm"] is True  # overrides merge, not replace
     assert ds["bf16"]["enabled"] and not ds["fp16"]["enabled"] and ds["gradient_clipping"] == 1.0
+
+
+@pytest.mark.parametrize("config,world", [("configs/pretrain_vitb16.yaml", 8), ("configs/pretrain_vitb16_cluster.yaml", 16)])
+def test_zero_communication_settings_are_pinned(config, world):
+    """The settings benchmarks/README.md "ZeRO settings" derives for ViT-B/16 on NVLink and InfiniBand."""
+    ds = build_ds_config(load_config(PretrainConfig, config), world, "bf16")
+    assert ds["zero_optimization"] == {"stage": 2, "overlap_comm": True, "contiguous_gradients": True,
+                                       "reduce_scatter": True, "use_multi_rank_bucket_allreduce": True,
+                                       "reduce_bucket_size": 10_000_000, "allgather_bucket_size": 500_000_000}
+    assert ds["bf16"] == {"enabled": True, "check_grad_overflow": True}  # non-finite steps skipped on every rank
+    from deepspeed.runtime.precision_config import get_bfloat16_config
+    from deepspeed.runtime.zero.config import get_zero_config
+
+    zero = get_zero_config(ds)  # DeepSpeed 0.19.8 reads every key as meant (unknown keys are refused)
+    assert (zero.overlap_comm, zero.reduce_bucket_size, zero.use_multi_rank_bucket_allreduce) == (True, 10**7, True)
+    assert get_bfloat16_config(ds).check_grad_overflow is True
+
+
+def test_one_fp32_rank_runs_zero_stage_0():
+    """Nothing to partition on one rank: stage 0 (mixed precision keeps its stage, as stage 0 cannot
+    accumulate it in fp32), and the same stage as configured on two ranks."""
+    cfg = load_config(PretrainConfig, "configs/pretrain_tiny.yaml")
+    stage = {(w, p): build_ds_config(cfg, w, p)["zero_optimization"]["stage"]
+             for w in (1, 2) for p in ("fp32", "bf16", "fp16")}
+    assert stage == {(1, "fp32"): 0, (1, "bf16"): 2, (1, "fp16"): 2, (2, "fp32"): 2, (2, "bf16"): 2, (2, "fp16"): 2}
 
 
 def test_plan_arithmetic_and_lr_scaling(tmp_path):

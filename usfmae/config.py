@@ -35,7 +35,8 @@ class DataConfig(Section):
         "of consecutive shards holding at least this many samples (manifest counts), and each window's samples "
         "are yielded in a seeded permutation. 0, or shards of at least this size, = shuffle within each shard. "
         "Windows are cut from the manifest, so resume stays exact: windows before the position are skipped "
-        "unopened. Memory: about one window of encoded images per loader worker and source."))
+        "unopened. Memory: about two windows of encoded images per loader worker and source (the one being "
+        "consumed, and the next, read in the background: of this epoch or the next)."))
     num_workers: int = Field(2, ge=0, description=(
         "DataLoader worker processes per rank; each is one stream of the epoch's positions (0 = one, in-process). "
         "Changing it on resume re-cuts the remaining positions: nothing is repeated or lost."))
@@ -153,6 +154,10 @@ class DeepSpeedSection(Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description=(
         "auto = bf16 on GPUs that have it natively (compute capability >= 8.0), fp16 with dynamic loss scaling "
         "on older ones, fp32 on CPU. bf16 with gradient accumulation accumulates gradients in fp32."))
+    cpu_threads: int | None = Field(None, gt=0, description=(
+        "Torch threads per rank on CPU ranks (device cpu). None = $OMP_NUM_THREADS when set, else the cores this "
+        "rank may run on divided by the ranks on its node (2 ranks on 2 cores: 1 each): more threads than cores "
+        "make the ranks' threads wait for each other."))
     timeout_minutes: float = Field(30.0, gt=0, description=(
         "Process-group timeout: a collective that waits longer (a hung or dead rank) fails the run instead of "
         "hanging it. Long side-work never holds ranks (the k-NN monitor runs beside training), and the S3 retry "
@@ -186,11 +191,17 @@ class CheckpointConfig(Section):
     keep_last: int = Field(3, gt=0, description="Checkpoints kept; older ones are deleted.")
     init_from: str | None = Field(None, description=(
         "Weights to start from: released USF-MAE .pt, MAE ImageNet checkpoint, or our .safetensors export."))
-    max_bad_steps: int = Field(20, gt=0, description="Stop after this many consecutive non-finite losses.")
+    max_bad_steps: int = Field(20, gt=0, description=(
+        "Stop after this many consecutive steps skipped for a non-finite loss (on any rank; the step is skipped on "
+        "every rank). Checked at logging and checkpoint steps, so the stop comes up to logging.every_steps - 1 "
+        "steps after the limit is reached."))
 
 
 class LoggingConfig(Section):
-    every_steps: int = Field(10, gt=0, description="Write a JSON-lines record every N steps.")
+    every_steps: int = Field(10, gt=0, description=(
+        "Write a metrics record every N steps (and at every checkpoint and the end): the loss averaged over every "
+        "micro-batch of every rank since the previous record. Losses stay on the device in between (no host "
+        "sync per step), so this is also how often non-finite losses are read (checkpoint.max_bad_steps)."))
     tensorboard: bool = Field(True, description="Also write TensorBoard scalars.")
     image_grid_every: int = Field(500, ge=0, description="Save an original/masked/reconstruction PNG every N steps (0 = off).")
     data_log: bool = Field(False, description=(

@@ -109,7 +109,8 @@ def check_cuda() -> Check:
     if nvidia_smi_sees_gpus():
         return Check("cuda", FAIL, "nvidia-smi lists GPUs but torch cannot use them",
                      f"update the driver ({CUDA_DRIVER_HINT}); in Docker run with --gpus all")
-    return Check("cuda", WARN, "no CUDA device: training runs on CPU (gloo, fp32): tests and demos only",
+    return Check("cuda", WARN, "no CUDA device: pretraining stops at start-up unless CPU ranks are asked for "
+                 "(--cpu or deepspeed.device: cpu; gloo, fp32): tests and demos only",
                  f"on a GPU node: NVIDIA driver ({CUDA_DRIVER_HINT}); in Docker: --gpus all")
 
 

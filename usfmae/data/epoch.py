@@ -67,6 +67,13 @@ class EpochOrder:
         ids = np.repeat(np.arange(len(self.counts)), self.block_counts[j])
         return ids if len(self.counts) == 1 else ids[rng(self.seed, self.epoch, j, 3).permutation(len(ids))]
 
+    def seen(self, p: int) -> np.ndarray:
+        """[K] positions before p drawing from each source: where p's own source's sequence has got to."""
+        j, off = divmod(p, BLOCK)
+        if off == 0:
+            return self.before[j].copy()
+        return self.before[j] + np.bincount(self.block(j)[:off], minlength=len(self.counts))
+
     def walk(self, a: int, b: int):
         """(position, source, index in the source's sequence) for positions a..b-1, in order."""
         if not 0 <= a <= b <= self.total:
@@ -74,9 +81,7 @@ class EpochOrder:
         p = a
         while p < b:
             j, off = divmod(p, BLOCK)
-            ids = self.block(j)
-            seen = self.before[j].copy()
-            seen += np.bincount(ids[:off], minlength=len(self.counts))
+            ids, seen = self.block(j), self.seen(p)
             for k in ids[off:min(BLOCK, b - j * BLOCK)]:
                 yield p, int(k), int(seen[k])
                 seen[k] += 1

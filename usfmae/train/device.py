@@ -85,6 +85,24 @@ def resolve_precision(requested: str, device: Device) -> str:
     return requested
 
 
+def cpu_threads(requested: int | None, env=os.environ) -> tuple[int, str]:
+    """Torch threads for a CPU rank, and where the number comes from: deepspeed.cpu_threads, else
+    $OMP_NUM_THREADS (set by hand, by `deepspeed --bind_cores_to_rank` or by torchrun), else the cores this
+    process may run on (its affinity mask: taskset, cgroup cpusets) divided by the ranks on its node
+    ($LOCAL_WORLD_SIZE from torchrun, $LOCAL_SIZE from the deepspeed launcher), at least 1."""
+    if requested is not None:
+        return requested, "deepspeed.cpu_threads"
+    if env.get("OMP_NUM_THREADS"):
+        value = env["OMP_NUM_THREADS"]
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"OMP_NUM_THREADS={value!r} is not a positive whole number: unset it or fix it "
+                              "(or set deepspeed.cpu_threads)")
+        return int(value), "OMP_NUM_THREADS"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local = int(env.get("LOCAL_WORLD_SIZE") or env.get("LOCAL_SIZE") or 1)
+    return max(1, cores // local), f"{cores} cores / {local} rank(s) on this node"
+
+
 def param_dtype(precision: str) -> torch.dtype:
     """The dtype DeepSpeed gives the model's parameters, which inputs must match."""
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]

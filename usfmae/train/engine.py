@@ -4,10 +4,16 @@ The only module that drives DeepSpeed (fullstate reads its partitions). Rank and
 launcher, the batch arithmetic from plan.make_plan, the device from device.select_device. Checkpoints hold
 full fp32 weights, AdamW moments and a global data position (usfmae.checkpoint, data.epoch), so a run
 resumes on any number of GPUs.
+
+The hot path: a micro-batch makes no host sync of ours. Losses and non-finite flags stay on the device
+(health.StepHealth) and are read at sync points: logging steps, checkpoint steps and the last step, where
+one all-reduce gives the logged loss and the skipped steps. What DeepSpeed synchronises in its backward and
+step is its own (benchmarks/README.md "Host syncs per step"). One DataLoader serves the whole run: its
+stream goes on from epoch to epoch.
 """
 
 import json
-import time
+import math
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -25,12 +31,13 @@ from ..data.stream import PretrainStream, StreamPlan, worker_init
 from ..data.transforms import normalize_batch, pretrain_transform
 from ..model import create_model
 from ..model.masking import get_masking
-from .device import param_dtype, resolve_precision, select_device
-from .ds_config import build_ds_config
 from .checkpointing import RunCheckpoints
+from .device import cpu_threads, param_dtype, resolve_precision, select_device
+from .ds_config import build_ds_config
 from .fullstate import EngineState, FullState, digest
+from .health import StepHealth, skip_non_finite_steps
 from .knn_monitor import BackgroundKnn
-from .monitor import MetricsLogger, flops_per_image, mfu, save_reconstruction_grid
+from .monitor import MetricsLogger, ThroughputWindow, flops_per_image, mfu, save_reconstruction_grid
 from .optim import build_optimizer
 from .plan import make_plan
 from .rundir import check_shared_run_dir
@@ -58,11 +65,24 @@ def _step_seed(seed: int, step: int, micro: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 7919 + micro * 104_729 + rank * 15_485_863) % (2**62)
 
 
+def seed_generator(device: torch.device, seed: int) -> None:
+    """Seed the generator `device` draws from, only that one: torch.manual_seed also seeds every accelerator
+    backend, and on a CUDA build without CUDA in use (CPU ranks) records a stack trace for each, every call."""
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)  # this rank's GPU, the current device
+    else:
+        torch.default_generator.manual_seed(seed)
+
+
 class Trainer:
     def __init__(self, cfg: PretrainConfig, rank: int, world_size: int, local_rank: int = 0):
         self.cfg, self.rank, self.world = cfg, rank, world_size
         self.dev = select_device(cfg.deepspeed.device, local_rank)
         self.device, self.device_type = self.dev.torch_device, self.dev.type
+        self.threads, self.threads_from = torch.get_num_threads(), "torch's default"
+        if self.device_type == "cpu":  # ranks sharing a node's cores: no more threads than cores in all
+            self.threads, self.threads_from = cpu_threads(cfg.deepspeed.cpu_threads)
+            torch.set_num_threads(self.threads)
         self.precision = resolve_precision(cfg.deepspeed.precision, self.dev)
         self.run_dir = Path(cfg.output_dir)
         self.ckpt_dir = self.run_dir / CKPT_DIR
@@ -70,7 +90,7 @@ class Trainer:
         self.splan = StreamPlan(self.plan.sources, self.plan.counts, cfg.seed, cfg.data.shuffle_buffer)
         self.workers = max(1, cfg.data.num_workers)  # streams per rank (0 workers: one, in-process)
         self.is_main = rank == 0
-        self.step = self.skipped_total = self.micro_done = 0
+        self.step = self.skipped_total = self.micro_done = 0  # skipped_total: as of the last checkpoint loaded
         self.segment = self._fresh_segment(0)
         self.last_full: FullState | None = None
         if cfg.logging.knn_every:
@@ -112,21 +132,28 @@ class Trainer:
         optimizer = build_optimizer(model, p.peak_lr, o.weight_decay, o.betas, o.eps, o.impl)  # plain names
         ds_conf = build_ds_config(cfg, self.world, self.precision)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=net, optimizer=optimizer, config=ds_conf)
+        if self.engine.zero_optimization_stage() == 0:  # the one stage at which DeepSpeed would apply a NaN step
+            skip_non_finite_steps(optimizer)
         self.state_io = EngineState(self.engine, model)
         self.checkpoints = RunCheckpoints(cfg, p, self.ckpt_dir, self.state_io, model, self.fixed, self.is_main)
         self.knn = BackgroundKnn(self._new_model, cfg.logging.knn_data, self.device, cfg.seed) \
             if self.is_main and cfg.logging.knn_every else None
         self.print(f"model {cfg.model.preset}: {n_params / 1e6:.2f}M parameters, "
                    f"{self.fwd_flops / 1e9:.3f} GFLOPs/image forward at mask ratio {cfg.masking.ratio}")
-        self.print(f"{self.world} rank(s) on {self.device_type}, {self.precision}, ZeRO {cfg.deepspeed.zero_stage}; "
+        self.print(f"{self.world} rank(s) on {self.device_type} ({self.threads} torch threads each: {self.threads_from}), "
+                   f"{self.precision}, ZeRO {self.engine.zero_optimization_stage()}; "
                    f"epoch {p.epoch_samples} samples = {p.steps_per_epoch} steps of {p.global_batch} "
                    f"({p.micro_batch} x {p.grad_accum} accumulation x {self.world} ranks); {p.total_steps} steps, "
                    f"warmup {p.warmup_steps}, peak lr {p.peak_lr:.3g}")
         if self.is_main:
             save_resolved(cfg, self.run_dir)
         self.logger.log({"event": "start", "params": n_params, "flops_per_image": self.fwd_flops,
-                         "device": self.device_type, "precision": self.precision, **p.summary()})
+                         "device": self.device_type, "precision": self.precision, "torch_threads": self.threads,
+                         "zero_stage": self.engine.zero_optimization_stage(),
+                         **p.summary()})
         self._maybe_resume()
+        self.health = StepHealth(self.device, cfg.checkpoint.max_bad_steps, self.step, self.skipped_total)
+        self.window = ThroughputWindow(self.device)
 
     def _new_model(self) -> torch.nn.Module:
         cfg = self.cfg
@@ -157,21 +184,24 @@ class Trainer:
 
     # -------------------------------------------------------------- data
     def micro_batches(self) -> Iterator[tuple[torch.Tensor, dict]]:
-        """(uint8 images, info) forever, from the current data position; advances self.segment per epoch."""
+        """(uint8 images, info) from the current data position on, epoch after epoch, from one DataLoader whose
+        workers live for the whole run; self.segment follows the stream into each new epoch."""
         cfg = self.cfg
-        transform = pretrain_transform(self._image_size(), cfg.data.augment)
-        while True:
-            seg, start = self.segment, self.micro_done
-            stream = PretrainStream(self.splan, seg, transform, self.rank, start, cfg.data.s3_endpoint_url,
-                                    cfg.s3_retry_budget_s())
-            workers = cfg.data.num_workers
-            loader = DataLoader(stream, batch_size=None, num_workers=workers, worker_init_fn=worker_init,
-                                prefetch_factor=2 if workers else None, pin_memory=self.device_type == "cuda")
-            for expected, (imgs, info) in enumerate(loader, start=start):
-                if info["micro"] != expected:
-                    raise RuntimeError(f"data loader delivered micro-batch {info['micro']}, expected {expected}")
-                yield imgs, info
-            self.segment, self.micro_done = self._fresh_segment(seg.epoch + 1), 0
+        stream = PretrainStream(self.splan, self.segment, pretrain_transform(self._image_size(), cfg.data.augment),
+                                self.rank, self.micro_done, cfg.data.s3_endpoint_url, cfg.s3_retry_budget_s(),
+                                accum=self.plan.grad_accum)
+        workers = cfg.data.num_workers
+        loader = DataLoader(stream, batch_size=None, num_workers=workers, worker_init_fn=worker_init,
+                            prefetch_factor=2 if workers else None, pin_memory=self.device_type == "cuda")
+        expected = self.micro_done
+        for imgs, info in loader:
+            if info["epoch"] != self.segment.epoch:  # the stream has gone on to the next epoch
+                self.segment, expected = self._fresh_segment(info["epoch"]), 0
+            if info["micro"] != expected:
+                raise RuntimeError(f"data loader delivered micro-batch {info['micro']} of epoch {info['epoch']}, "
+                                   f"expected {expected}")
+            expected += 1
+            yield imgs, info
 
     def _log_data(self, info: dict) -> None:
         record = {"step": self.step, "epoch": self.segment.epoch, "micro": info["micro"], "worker": info["worker"],
@@ -180,69 +210,19 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     # -------------------------------------------------------------- loop
-    def _all_finite(self, loss: torch.Tensor) -> bool:
-        flag = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0], device=self.device)
-        dist.all_reduce(flag)
-        return flag.item() == 0.0
-
-    def _mean_across_ranks(self, value: float) -> float:
-        t = torch.tensor([value], device=self.device, dtype=torch.float64)
-        dist.all_reduce(t)
-        return t.item() / self.world
-
     def train(self) -> dict:
         cfg, p = self.cfg, self.plan
         data = self.micro_batches()
-        bad_in_row, micro, losses = 0, 0, []
-        t0, imgs_since = time.time(), 0
         while self.step < p.total_steps:
-            imgs, info = next(data)  # uint8 [B, C, S, S]
-            self.micro_done = info["micro"] + 1
-            # inputs in the parameters' dtype (fp16 weights reject fp32 inputs)
-            imgs = normalize_batch(imgs.to(self.device, non_blocking=True), param_dtype(self.precision))
-            if self.data_log is not None:
-                self._log_data(info)
-            torch.manual_seed(_step_seed(cfg.seed, self.step, micro, self.rank))
-            mask = self.masking(imgs.shape[0], self.raw_model.num_patches, cfg.masking.ratio, device=self.device)
-            loss, pred, mask = self.engine(imgs, mask=mask)
-            if not self._all_finite(loss):
-                self.skipped_total += 1
-                bad_in_row += 1
-                self.print(f"step {self.step}: non-finite loss, micro-batch skipped ({bad_in_row} in a row)")
-                if bad_in_row >= cfg.checkpoint.max_bad_steps:
-                    raise TrainingStopped(
-                        f"{bad_in_row} consecutive non-finite losses at step {self.step}; stopping. The last "
-                        f"good checkpoint is kept in {self.ckpt_dir}. Lower optimizer.lr or check the data.")
-                continue
-            bad_in_row = 0
             lr = lr_at(self.step, p.total_steps, p.peak_lr, cfg.schedule.min_lr, p.warmup_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            self.engine.backward(loss)
-            self.engine.step()
-            losses.append(loss.item())
-            imgs_since += imgs.shape[0] * self.world
-            micro += 1
-            if micro < p.grad_accum:
-                continue
-            micro = 0
+            for micro in range(p.grad_accum):
+                imgs, pred, mask = self._micro_step(*next(data), micro)
             self.step += 1
-            if self.step % cfg.logging.every_steps == 0 or self.step == p.total_steps:
-                elapsed = max(time.time() - t0, 1e-9)
-                ips = imgs_since / elapsed
-                record = {"step": self.step, "epoch": self.segment.epoch,
-                          "loss": self._mean_across_ranks(sum(losses) / len(losses)), "lr": lr,
-                          "grad_norm": float(self.engine.get_global_grad_norm() or 0.0), "images_per_s": ips,
-                          "samples_seen": self.step * p.global_batch, "skipped_steps": self.skipped_total}
-                if (u := mfu(self.fwd_flops, ips, self.world)) is not None:
-                    record["mfu"] = u
-                if self.precision == "fp16":
-                    record["loss_scale"] = float(self.engine.optimizer.loss_scale)
-                self.logger.log(record)
-                self.print(f"step {self.step}/{p.total_steps} epoch {self.segment.epoch} loss {record['loss']:.4f} "
-                           f"lr {lr:.3g} {ips:.1f} img/s")
-                t0, imgs_since = time.time(), 0
-            losses = []
+            self.health.end_step()
+            if self._sync_due():
+                self._log_step(lr)
             self._side_work(imgs, pred, mask)
             if self.step == cfg.schedule.stop_at_step and self.step < p.total_steps:
                 self.save()
@@ -253,17 +233,66 @@ class Trainer:
         self.save()
         return self.finish()
 
+    def _micro_step(self, imgs: torch.Tensor, info: dict, micro: int):
+        """Forward, backward and DeepSpeed's step for one micro-batch; no host sync of ours."""
+        self.micro_done = info["micro"] + 1
+        # inputs in the parameters' dtype (fp16 weights reject fp32 inputs); pinned memory: an asynchronous copy
+        imgs = normalize_batch(imgs.to(self.device, non_blocking=True), param_dtype(self.precision))
+        if self.data_log is not None:
+            self._log_data(info)
+        seed_generator(self.device, _step_seed(self.cfg.seed, self.step, micro, self.rank))
+        mask = self.masking(imgs.shape[0], self.raw_model.num_patches, self.cfg.masking.ratio, device=self.device)
+        loss, pred, mask = self.engine(imgs, mask=mask)
+        self.engine.backward(self.health.guard(loss))  # NaN everywhere for a non-finite loss: the step is skipped
+        self.engine.step()
+        self.window.images += imgs.shape[0] * self.world
+        return imgs, pred, mask
+
+    def _sync_due(self) -> bool:
+        """Logging steps, checkpoint steps (a checkpoint is never written past a stop) and the last step."""
+        cfg, step = self.cfg, self.step
+        return (step % cfg.logging.every_steps == 0 or step % cfg.checkpoint.every_steps == 0
+                or step in (self.plan.total_steps, cfg.schedule.stop_at_step))
+
+    def _log_step(self, lr: float) -> None:
+        """Collective: settle the losses and skipped steps since the last record, stop or log."""
+        settled = self.health.settle(self.step)
+        if settled.skipped:
+            self.print(f"steps {settled.first_step}-{self.step}: {settled.skipped} skipped (non-finite loss), "
+                       f"{settled.bad_in_row} in a row now")
+        if settled.stop_at is not None:
+            raise TrainingStopped(
+                f"{self.cfg.checkpoint.max_bad_steps} consecutive non-finite losses at step {settled.stop_at} (read "
+                f"at step {self.step}: losses are read at logging and checkpoint steps); stopping. The last good "
+                f"checkpoint is kept in {self.ckpt_dir}. Lower optimizer.lr or check the data.")
+        p, timing = self.plan, self.window.close()  # after the settle's host sync: the device has done the steps
+        grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
+        record = {"step": self.step, "epoch": self.segment.epoch, "loss": settled.loss, "lr": lr,
+                  "grad_norm": grad_norm if math.isfinite(grad_norm) else None, **timing,
+                  "samples_seen": self.step * p.global_batch, "skipped_steps": self.health.skipped_total}
+        if (u := mfu(self.fwd_flops, timing["images_per_s"], self.world, self.precision)) is not None:
+            record["mfu"] = u
+        if self.precision == "fp16":
+            record["loss_scale"] = float(self.engine.optimizer.loss_scale)
+        self.logger.log(record)
+        loss = "n/a (none finite)" if settled.loss is None else f"{settled.loss:.4f}"
+        self.print(f"step {self.step}/{p.total_steps} epoch {self.segment.epoch} loss {loss} lr {lr:.3g} "
+                   f"{timing['images_per_s']:.1f} img/s")
+
     def _side_work(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> None:
-        """Reconstruction grids and the k-NN monitor: rank 0 only, never a collective."""
+        """Reconstruction grids and the k-NN monitor: rank 0 only, never a collective; timed apart."""
         every, knn = self.cfg.logging.image_grid_every, self.cfg.logging.knn_every
         if self.is_main and every and self.step % every == 0:
-            save_reconstruction_grid(self.raw_model, imgs, pred, mask,
-                                     self.run_dir / "images" / f"step{self.step:08d}.png")
+            with self.window.side_work("image_grid"):
+                save_reconstruction_grid(self.raw_model, imgs, pred, mask,
+                                         self.run_dir / "images" / f"step{self.step:08d}.png")
         if self.knn is None:
             return
         self._log_knn(self.knn.poll())
         if self.step % knn == 0 and self.step < self.plan.total_steps:  # the last one: in finish()
-            if not self.knn.submit(self.raw_model, self.step, self.segment.epoch):
+            with self.window.side_work("knn"):  # the weight copy; the measurement runs beside training
+                submitted = self.knn.submit(self.raw_model, self.step, self.segment.epoch)
+            if not submitted:
                 self.print(f"step {self.step}: k-NN monitor still busy with an earlier step; this one skipped")
                 self.logger.log({"event": "knn_skipped", "step": self.step})
 
@@ -287,15 +316,16 @@ class Trainer:
     def save(self) -> str:
         """Collective: every rank sends its partitions; rank 0 writes checkpoints/stepN/."""
         tag = f"step{self.step:08d}"
-        self.last_full = self.checkpoints.save(tag, {"step": self.step, "skipped_total": self.skipped_total,
-                                                     "data": self._data_state(), "precision": self.precision})
-        self.print(f"saved checkpoint {self.ckpt_dir / tag}")
-        dist.barrier()
+        with self.window.side_work("checkpoint"):
+            self.last_full = self.checkpoints.save(tag, {"step": self.step, "skipped_total": self.health.skipped_total,
+                                                         "data": self._data_state(), "precision": self.precision})
+            self.print(f"saved checkpoint {self.ckpt_dir / tag}")
+            dist.barrier()
         return tag
 
     def finish(self) -> dict:
         """After the last collective: rank 0 writes the export and runs the last k-NN measurement."""
-        out = {"steps": self.step, "skipped_steps": self.skipped_total}
+        out = {"steps": self.step, "skipped_steps": self.health.skipped_total}
         if self.is_main:
             path = save_safetensors(self.checkpoints.model_tensors(self.last_full), self.run_dir / EXPORT_NAME,
                                     self.checkpoints.metadata(self.step))

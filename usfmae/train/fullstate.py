@@ -125,10 +125,13 @@ class EngineState:
 
 
 def digest(state: FullState) -> dict:
-    """Sum of |x| per kind over all tensors (float64, in name order) and the AdamW step: a fingerprint
-    of a state, equal when the tensors are (e.g. a checkpoint file and what an engine loaded from it)."""
+    """Sum of |x| per kind over all tensors (float64, in name and index order) and the AdamW step: a
+    fingerprint of a state, equal when the tensors are (e.g. a checkpoint file and what an engine loaded from
+    it), in any process."""
     def total(tensors: dict[str, torch.Tensor]) -> float:
-        return sum(float(tensors[n].double().abs().sum()) for n in sorted(tensors))
+        # cumsum adds in index order; sum() groups by thread, so processes with other thread counts would differ
+        return sum(float(t.cumsum(0)[-1]) if (t := tensors[n].detach().reshape(-1).double().abs()).numel() else 0.0
+                   for n in sorted(tensors))
 
     return {"weights": total(state.weights), **{k: total(state.moments.get(k, {})) for k in MOMENTS},
             "adam_step": state.adam_step}

@@ -3,6 +3,7 @@
 import json
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -78,6 +79,40 @@ class MetricsLogger:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+class ThroughputWindow:
+    """Training images per second between two records, without the side work (checkpoints, reconstruction
+    grids, the k-NN monitor's weight copy), which is timed apart and logged in its own keys (time/*_s)."""
+
+    SIDE_WORK = ("checkpoint", "image_grid", "knn")
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.restart()
+
+    def restart(self) -> None:
+        self.start, self.images = time.perf_counter(), 0
+        self.side = dict.fromkeys(self.SIDE_WORK, 0.0)
+
+    @contextmanager
+    def side_work(self, kind: str):
+        """Time a block as `kind`; on a GPU, the training kernels still queued count as training first."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.side[kind] += time.perf_counter() - t0
+
+    def close(self) -> dict:
+        """Called right after a host sync (the device has done the window's steps): the record's timings."""
+        train_s = max(time.perf_counter() - self.start - sum(self.side.values()), 1e-9)
+        out = {"images_per_s": self.images / train_s, "time/train_s": train_s,
+               **{f"time/{k}_s": v for k, v in self.side.items()}}
+        self.restart()
+        return out
 
 
 def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
