@@ -11,6 +11,7 @@ from ..model import create_model
 from ..model.timm_vit import timm_vit_like
 from .baselines import build_baseline
 from .config import FinetuneConfig
+from .small_cnn import SmallCNN
 
 
 def checkpoint_preset(path: str | None, fallback: str | None) -> tuple[str, dict]:
@@ -52,7 +53,7 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, 
     """(model, input side, loading summary) for cfg.model: our encoder or a baseline.
 
     Baselines take cfg.checkpoint as a local weights file (None = random init); the ViT baseline's
-    position embeddings follow cfg.image_size and its head cfg.global_pool.
+    position embeddings follow cfg.image_size and its head cfg.global_pool. small_cnn is always random init.
     """
     if cfg.model == "usfmae":
         model, report = build_vit_classifier(cfg.checkpoint, num_classes, cfg.preset, cfg.global_pool,
@@ -60,6 +61,10 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, 
         summary = str(report) if report is not None else "usfmae encoder: random init (no checkpoint)"
         return model, model.patch_embed.img_size[0], summary
     size = cfg.image_size or DEFAULT_IMAGE_SIZE
+    if cfg.model == "small_cnn":
+        if cfg.checkpoint:
+            raise ValueError(f"model small_cnn trains from scratch: checkpoint must be null, got {cfg.checkpoint}")
+        return SmallCNN(num_classes), size, "small_cnn: random init (trained from scratch)"
     kwargs = {} if cfg.model == "vgg19" else {"drop_path_rate": cfg.drop_path}  # VGG has no residual paths
     if cfg.model.startswith("vit_"):
         # fc_norm=False keeps the ImageNet model's final norm (norm.*) before pooling with either head, so
