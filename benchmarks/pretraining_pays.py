@@ -21,11 +21,13 @@ split, and the monitor set. Label fractions are class-stratified, nested subsets
 inside 100% for a seed); every fine-tuning run takes the same number of steps (each epoch repeats the subset up
 to the pool's size).
 
-Selection, per arm, label fraction and seed, on the validation split only:
-  fine-tuning   lr from --lrs, epoch = the best validation epoch (macro-F1) of a --epochs cosine schedule;
-                layer-wise lr decay 0.85 for the pretrained encoders (MAE's recipe), none from scratch
-  linear probe  logistic regression on frozen mean-pooled patch tokens, C from usfmae.finetune.sweep.PROBE_CS
-Then the test split is scored once, at the chosen recipe; mean and std over seeds are reported.
+Selection on the validation split only (the test split is scored once per run, at the chosen recipe):
+  fine-tuning   per arm and label fraction, a sweep over --lrs at the first seed, each run's epoch being its best
+                validation epoch (macro-F1) of an --epochs cosine schedule; the other seeds run the chosen lr.
+                Layer-wise lr decay 0.85 for the pretrained encoders (MAE's recipe), none from scratch.
+  linear probe  logistic regression on frozen mean-pooled patch tokens, C from usfmae.finetune.sweep.PROBE_CS,
+                chosen per seed
+Mean and std over seeds (subset, head init and order; one pretraining seed per encoder) are reported.
 
 Everything is cached in --work (data, shards, each encoder's run dir, which resumes from its checkpoints, every
 fine-tuning cell's result.json): a killed study re-run picks up where it stopped. While an encoder pretrains,
@@ -41,6 +43,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -222,41 +227,84 @@ def probe_arm(encoder: Path, sets: dict[str, Path], work: Path, arm: str, args) 
 
 
 # ---------------------------------------------------------------------------- fine-tuning
-def finetune_arm(arm: str, encoder: Path | None, sets: dict[str, Path], work: Path, args, base: FinetuneConfig) -> dict:
-    """{fraction: [per seed: the chosen lr's cell and the sweep's validation scores]}."""
+def cell_config(arm: str, encoder: Path | None, lr: float, args, base: FinetuneConfig) -> FinetuneConfig:
+    """The fine-tuning recipe of `arm` at learning rate `lr`."""
     spec = ARMS[arm]
-    pool, val, test = (FolderDataset(sets[name]) for name in ("train", "val", "test"))
-    update = {"layer_decay": spec["layer_decay"], "model": spec.get("model", "usfmae"),
-              "checkpoint": str(encoder) if encoder else None, "drop_path": spec.get("drop_path", base.drop_path),
-              "image_size": args.image_size if spec.get("model") == "small_cnn" else None}
-    out = {}
-    for fraction in args.fractions:
-        out[f"{fraction:g}"] = []
-        for seed in args.seeds:
-            idx = stratified_subset(pool.targets, fraction, seed)
-            repeats = math.ceil(len(pool) / len(idx))  # same steps per epoch for every fraction
-            cells = {}
-            for lr in args.lrs:
-                cfg = base.model_copy(update={**update, "lr": lr, "min_lr": min(base.min_lr, lr)})
-                train = LabelledImages([pool.samples[i] for i in idx] * repeats, pool.classes,
-                                       transforms_for(True, args.image_size, cfg.augment))
-                evaluation = [LabelledImages(d.samples, d.classes, transforms_for(False, args.image_size))
-                              for d in (val, test)]
+    cnn = spec.get("model") == "small_cnn"
+    return base.model_copy(update={
+        "model": spec.get("model", "usfmae"), "checkpoint": str(encoder) if encoder else None, "lr": lr,
+        "min_lr": min(base.min_lr, lr), "layer_decay": spec["layer_decay"],
+        "drop_path": spec.get("drop_path", base.drop_path), "image_size": args.image_size if cnn else None})
 
-                def build(cfg=cfg, seed=seed):
-                    seed_everything(seed)  # the head's init and dropout draws
-                    return build_classifier(cfg, len(pool.classes))[0]
 
-                cell_dir = work / "finetune" / arm / f"f{fraction:g}" / f"seed{seed}" / f"lr{lr:g}"
-                cells[f"{lr:g}"] = finetune_cell(build, train, *evaluation, pool.classes, cfg, cell_dir, seed)
-            lr = choose(cells)
-            best = cells[lr]
-            out[f"{fraction:g}"].append({"seed": seed, "labels": len(idx), "lr": float(lr), **{
-                k: best[k] for k in ("val_score", "best_epoch", "val", "test", "seconds")},
-                "sweep": {k: c["val_score"] for k, c in cells.items()}})
-            say(f"{arm:13s} {fraction:>5g} labels ({len(idx):4d}) seed {seed}: lr {lr} epoch {best['best_epoch']} "
-                f"val {best['val_score']:.3f} -> test acc {best['test']['accuracy']:.3f} AUROC {best['test']['auroc']:.3f}")
-    return out
+def finetune_task(arm: str, encoder: Path | None, fraction: float, seed: int, lr: float, work: Path, args,
+                  base: FinetuneConfig) -> dict:
+    """One cell, in a worker process: fine-tune on a stratified `fraction` of the pool (repeated up to the
+    pool's size per epoch, so every fraction takes the same steps), choose the epoch on val, score test."""
+    torch.set_num_threads(1)
+    pool, val, test = (FolderDataset(work / "data" / name) for name in ("train", "val", "test"))
+    cfg = cell_config(arm, encoder, lr, args, base)
+    idx = stratified_subset(pool.targets, fraction, seed)
+    train = LabelledImages([pool.samples[i] for i in idx] * math.ceil(len(pool) / len(idx)), pool.classes,
+                           transforms_for(True, args.image_size, cfg.augment))
+    val, test = (LabelledImages(d.samples, d.classes, transforms_for(False, args.image_size)) for d in (val, test))
+
+    def build() -> torch.nn.Module:
+        seed_everything(seed)  # the head's init and dropout draws
+        return build_classifier(cfg, len(pool.classes))[0]
+
+    out = work / "finetune" / arm / f"f{fraction:g}" / f"seed{seed}" / f"lr{lr:g}"
+    return {"labels": len(idx), **finetune_cell(build, train, val, test, pool.classes, cfg, out, seed)}
+
+
+def finetune_all(arms: list[str], encoders: dict, ready: dict, lane: threading.Thread, failures: list, work: Path,
+                 args, base: FinetuneConfig, on_ready) -> dict:
+    """Every arm's cells in a pool of args.jobs processes (one fewer while an encoder pretrains). Per arm and
+    fraction: the lr sweep at the first seed; its choice (validation only) then runs the other seeds.
+    Arms start when their encoder is ready (on_ready(arm) runs first). Returns {arm: {fraction: [per seed]}}."""
+    first = args.seeds[0]
+    sweeps: dict[tuple, dict[float, dict]] = {}
+    runs: dict[tuple, dict[int, dict]] = {}
+    queue: deque = deque()
+    started: list[str] = []
+    futures: dict = {}
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as workers:
+        while True:
+            if failures:
+                raise failures[0]
+            for arm in arms:
+                if arm not in started and (arm not in ready or ready[arm].is_set()) and not failures:
+                    started.append(arm)
+                    on_ready(arm)
+                    queue.extend((arm, f, first, lr) for f in args.fractions for lr in args.lrs)
+            capacity = max(1, args.jobs - int(lane.is_alive()))
+            while queue and len(futures) < capacity:
+                task = queue.popleft()
+                futures[workers.submit(finetune_task, *task[:1], encoders[task[0]], *task[1:], work, args, base)] = task
+            if not futures:
+                if len(started) == len(arms):
+                    break
+                time.sleep(5)  # every started arm is done: wait for the next encoder
+                continue
+            done, _ = wait(futures, timeout=10, return_when=FIRST_COMPLETED)
+            for future in done:
+                arm, fraction, seed, lr = futures.pop(future)
+                cell = {"seed": seed, "lr": lr, **{k: v for k, v in future.result().items() if k != "recipe"}}
+                say(f"{arm:13s} {fraction:>5g} labels ({cell['labels']:4d}) seed {seed} lr {lr:g}: epoch "
+                    f"{cell['best_epoch']} val {cell['val_score']:.3f} -> test acc {cell['test']['accuracy']:.3f} "
+                    f"AUROC {cell['test']['auroc']:.3f} ({cell['seconds']:.0f} s)")
+                group = (arm, fraction)
+                if seed != first:
+                    runs[group][seed] = cell
+                    continue
+                sweeps.setdefault(group, {})[lr] = cell
+                if len(sweeps[group]) == len(args.lrs):
+                    chosen = float(choose({f"{k:g}": c for k, c in sweeps[group].items()}))
+                    runs[group] = {first: sweeps[group][chosen]}
+                    queue.extendleft((arm, fraction, s, chosen) for s in args.seeds[1:])
+    return {arm: {f"{f:g}": [{**runs[(arm, f)][s], "sweep": {f"{lr:g}": c["val_score"] for lr, c in
+                                                              sweeps[(arm, f)].items()}} for s in args.seeds]
+                  for f in args.fractions} for arm in arms}
 
 
 # ---------------------------------------------------------------------------- summary
@@ -349,13 +397,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--val-per-class", type=int, default=100, help="validation split per class (selection only)")
     ap.add_argument("--test-per-class", type=int, default=250, help="test split per class (reported only)")
     ap.add_argument("--monitor-per-class", type=int, default=150, help="pretraining monitor set per class")
-    ap.add_argument("--steps", type=int, default=4000, help="pretraining optimizer steps per encoder")
+    ap.add_argument("--steps", type=int, default=3000, help="pretraining optimizer steps per encoder")
     ap.add_argument("--batch", type=int, default=64, help="pretraining batch (one rank)")
     ap.add_argument("--knn-every", type=int, default=250, help="monitor every N pretraining steps")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0], help="label fractions")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (subset, head, order)")
     ap.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3], help="fine-tuning lr grid")
     ap.add_argument("--epochs", type=int, default=20, help="fine-tuning epochs (each = the pool's size)")
+    ap.add_argument("--jobs", type=int, default=2, help="processes at once (pretraining counts as one)")
     ap.add_argument("--no-overlap", action="store_true", help="do not fine-tune while an encoder pretrains")
     ap.add_argument("--quick", action="store_true", help="tiny sizes everywhere: checks the pipeline end to end")
     ap.add_argument("--plot", type=Path, help="write the figure here (PNG); the reconstructions go beside it")
@@ -371,6 +420,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
+    os.environ.update(ONE_THREAD)  # inherited by the fine-tuning workers
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     started, info = time.time(), machine_info()
@@ -380,21 +430,18 @@ def main(argv=None) -> int:
     # Step 1: data and the step-0 encoder.
     sets = make_data(work, args)
     encoders: dict[str, Path | None] = {STEP0: step0_encoder(work, args, sets["monitor"]), "small_cnn": None}
-    ready = {arm: threading.Event() for arm in ENCODERS}
+    ready = {arm: threading.Event() for arm in ENCODERS if arm in args.arms}
 
     # Step 2: pretraining, one encoder after the other, in a thread: the subprocess does the work.
     failures: list[BaseException] = []
 
     def pretrain_all() -> None:
-        for arm in ENCODERS:
-            if arm in args.arms:
-                try:
-                    encoders[arm] = pretrain(arm, work, args, sets["shards"], sets["monitor"])
-                except BaseException as error:  # noqa: BLE001 - re-raised by the main thread
-                    failures.append(error)
-                    for event in ready.values():
-                        event.set()
-                    return
+        for arm in ready:
+            try:
+                encoders[arm] = pretrain(arm, work, args, sets["shards"], sets["monitor"])
+            except BaseException as error:  # noqa: BLE001 - re-raised by the main thread
+                failures.append(error)
+                return
             ready[arm].set()
 
     lane = threading.Thread(target=pretrain_all, daemon=True)
@@ -402,19 +449,16 @@ def main(argv=None) -> int:
     if args.no_overlap:
         lane.join()
 
-    # Step 3: per arm (those without pretraining first), probe and fine-tuning sweeps.
-    probes, finetunes = {}, {}
-    for arm in [a for a in ARMS if a in args.arms and a not in ENCODERS] + [a for a in ENCODERS if a in args.arms]:
-        if arm in ready:
-            ready[arm].wait()
-            if failures:
-                raise failures[0]
+    # Step 3: probes and fine-tuning sweeps, the arms without pretraining first, the others as their encoder is done.
+    probes = {}
+
+    def probe(arm: str) -> None:
         if ARMS[arm]["encoder"]:
             probes[arm] = probe_arm(encoders[arm], sets, work, arm, args)
-        finetunes[arm] = finetune_arm(arm, encoders[arm], sets, work, args, base)
+
+    arms = [a for a in ARMS if a in args.arms and a not in ENCODERS] + list(ready)
+    finetunes = finetune_all(arms, encoders, ready, lane, failures, work, args, base, probe)
     lane.join()
-    if failures:
-        raise failures[0]
 
     # Step 4: the record, tables and figures.
     fractions = [f"{f:g}" for f in args.fractions]
