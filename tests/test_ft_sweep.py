@@ -107,3 +107,25 @@ def test_mean_std_over_seeds():
     assert mean_std([0.5, 0.7, None]) == {"mean": 0.6, "std": 0.1414, "n": 2}
     assert mean_std([0.5]) == {"mean": 0.5, "std": 0.0, "n": 1}
     assert mean_std([None]) == {"mean": None, "std": None, "n": 0}
+
+
+def test_random_init_keeps_the_checkpoints_architecture_not_its_weights(tmp_path):
+    from usfmae.checkpoint import save_safetensors
+    from usfmae.model import create_model
+
+    torch.manual_seed(0)
+    path = tmp_path / "model.safetensors"
+    overrides = {"img_size": 96, "patch_size": 16}
+    mae = create_model("mae_vit_tiny_patch8", **overrides)
+    save_safetensors(mae.state_dict(), path, {"format": "usfmae-mae", "preset": "mae_vit_tiny_patch8",
+                                              "model_overrides": overrides})
+    loaded, size, _ = build_classifier(FinetuneConfig(checkpoint=str(path)), 2)
+    control, size_control, summary = build_classifier(FinetuneConfig(checkpoint=str(path), random_init=True), 2)
+    assert size == size_control == 96 and control.patch_embed.patch_size == (16, 16)
+    assert "random init with the architecture of" in summary
+    assert torch.equal(loaded.blocks[0].attn.qkv.weight, mae.blocks[0].attn.qkv.weight)
+    assert not torch.equal(control.blocks[0].attn.qkv.weight, mae.blocks[0].attn.qkv.weight)
+    with pytest.raises(ValueError, match="random_init builds the architecture of `checkpoint`"):
+        build_classifier(FinetuneConfig(random_init=True), 2)
+    with pytest.raises(ValueError, match="random_init applies to model usfmae"):
+        build_classifier(_cfg(random_init=True), 2)

@@ -23,6 +23,9 @@ class FinetuneConfig(Section):
     checkpoint: str | None = Field(None, description=(
         "Encoder weights: our model.safetensors / DeepSpeed checkpoint dir, a released USF-MAE .pt, an MAE "
         "ImageNet checkpoint; for baselines a local timm/torchvision weights file. None = random init."))
+    random_init: bool = Field(False, description=(
+        "usfmae only: build the checkpoint's architecture (the preset and overrides its file records) without "
+        "loading its weights, i.e. the random-init control of a pretrained encoder, same architecture."))
     preset: str | None = Field(None, description=(
         "MAE preset of the checkpoint when its file does not record one (released .pt files; default "
         "mae_vit_base_patch16)."))

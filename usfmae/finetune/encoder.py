@@ -24,14 +24,15 @@ def checkpoint_preset(path: str | None, fallback: str | None) -> tuple[str, dict
 
 
 def build_vit_classifier(checkpoint: str | None, num_classes: int, preset: str | None = None,
-                         global_pool: str = "avg", drop_path: float = 0.0,
-                         image_size: int | None = None) -> tuple[nn.Module, LoadReport | None]:
+                         global_pool: str = "avg", drop_path: float = 0.0, image_size: int | None = None,
+                         load_weights: bool = True) -> tuple[nn.Module, LoadReport | None]:
     """timm ViT with the MAE encoder's layout, encoder weights from `checkpoint` (any supported format).
 
     num_classes=0 gives no head (as timm): the model returns pooled features [N, embed_dim].
 
     image_size: input side when it differs from the pretraining one; the checkpoint's position
     embeddings are then resampled to the new grid by load_into.
+    load_weights=False: the checkpoint's architecture only, from timm's random init (the control run).
     """
     name, overrides = checkpoint_preset(checkpoint, preset)
     if image_size is not None:
@@ -39,7 +40,7 @@ def build_vit_classifier(checkpoint: str | None, num_classes: int, preset: str |
     mae = create_model(name, **overrides)
     vit = timm_vit_like(mae, num_classes=num_classes, global_pool=global_pool, drop_path_rate=drop_path)
     report = None
-    if checkpoint:
+    if checkpoint and load_weights:
         # With global_pool='avg' timm's ViT has a fresh fc_norm and no final norm, as in MAE's
         # fine-tuning recipe: the encoder's norm.* is then reported as unexpected.
         report = load_into(vit, checkpoint, prefixes=ENCODER_PREFIXES, verbose=False)
@@ -56,11 +57,16 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, 
     position embeddings follow cfg.image_size and its head cfg.global_pool. small_cnn is always random init.
     """
     if cfg.model == "usfmae":
+        if cfg.random_init and not cfg.checkpoint:
+            raise ValueError("random_init builds the architecture of `checkpoint`: give one (e.g. the pretrained export)")
         model, report = build_vit_classifier(cfg.checkpoint, num_classes, cfg.preset, cfg.global_pool,
-                                             cfg.drop_path, cfg.image_size)
-        summary = str(report) if report is not None else "usfmae encoder: random init (no checkpoint)"
+                                             cfg.drop_path, cfg.image_size, load_weights=not cfg.random_init)
+        summary = (str(report) if report is not None else "usfmae encoder: random init "
+                   + (f"with the architecture of {cfg.checkpoint}" if cfg.random_init else "(no checkpoint)"))
         return model, model.patch_embed.img_size[0], summary
     size = cfg.image_size or DEFAULT_IMAGE_SIZE
+    if cfg.random_init:
+        raise ValueError(f"random_init applies to model usfmae; {cfg.model} takes checkpoint: null for random init")
     if cfg.model == "small_cnn":
         if cfg.checkpoint:
             raise ValueError(f"model small_cnn trains from scratch: checkpoint must be null, got {cfg.checkpoint}")
