@@ -125,6 +125,7 @@ def test_random_init_keeps_the_checkpoints_architecture_not_its_weights(tmp_path
     assert "random init with the architecture of" in summary
     assert torch.equal(loaded.blocks[0].attn.qkv.weight, mae.blocks[0].attn.qkv.weight)
     assert not torch.equal(control.blocks[0].attn.qkv.weight, mae.blocks[0].attn.qkv.weight)
+    assert torch.equal(control.pos_embed, mae.pos_embed)  # the MAE's own init: fixed sin-cos position embeddings
     with pytest.raises(ValueError, match="random_init builds the architecture of `checkpoint`"):
         build_classifier(FinetuneConfig(random_init=True), 2)
     with pytest.raises(ValueError, match="random_init applies to model usfmae"):

@@ -25,7 +25,8 @@ class FinetuneConfig(Section):
         "ImageNet checkpoint; for baselines a local timm/torchvision weights file. None = random init."))
     random_init: bool = Field(False, description=(
         "usfmae only: build the checkpoint's architecture (the preset and overrides its file records) without "
-        "loading its weights, i.e. the random-init control of a pretrained encoder, same architecture."))
+        "loading its weights: the random-init control of a pretrained encoder. The encoder starts from the MAE's "
+        "own init (xavier linears, sin-cos position embeddings), as pretraining step 0 does."))
     preset: str | None = Field(None, description=(
         "MAE preset of the checkpoint when its file does not record one (released .pt files; default "
         "mae_vit_base_patch16)."))

@@ -32,7 +32,8 @@ def build_vit_classifier(checkpoint: str | None, num_classes: int, preset: str |
 
     image_size: input side when it differs from the pretraining one; the checkpoint's position
     embeddings are then resampled to the new grid by load_into.
-    load_weights=False: the checkpoint's architecture only, from timm's random init (the control run).
+    load_weights=False: the checkpoint's architecture only (the control run). Without weights, the encoder
+    starts from the MAE's own init (xavier linears, sin-cos position embeddings), as pretraining step 0 does.
     """
     name, overrides = checkpoint_preset(checkpoint, preset)
     if image_size is not None:
@@ -44,6 +45,9 @@ def build_vit_classifier(checkpoint: str | None, num_classes: int, preset: str |
         # With global_pool='avg' timm's ViT has a fresh fc_norm and no final norm, as in MAE's
         # fine-tuning recipe: the encoder's norm.* is then reported as unexpected.
         report = load_into(vit, checkpoint, prefixes=ENCODER_PREFIXES, verbose=False)
+    else:  # the encoder keys of our MAE are timm's; norm.* has no place under global_pool='avg'
+        vit.load_state_dict({k: v for k, v in mae.state_dict().items() if k.startswith(ENCODER_PREFIXES)},
+                            strict=False)
     if isinstance(vit.head, nn.Linear):  # num_classes=0: no head (nn.Identity), a feature extractor as in timm
         nn.init.trunc_normal_(vit.head.weight, std=2e-5)
         nn.init.zeros_(vit.head.bias)
