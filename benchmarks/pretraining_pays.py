@@ -49,6 +49,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -86,7 +87,8 @@ ARMS = {  # fine-tuning: which weights, and the recipe choices that are not sear
 }
 SETS = {"train": 101, "val": 303, "test": 202, "monitor": 404}  # labelled sets and their generator seeds
 METRICS = ("accuracy", "auroc", "macro_f1", "f1")
-COLOURS = {"mae25": "C0", "mae75": "C1", "multiscale75": "C2", STEP0: "0.65", "small_cnn": "0.3"}
+PIXELS = "pixels"  # probe-only reference: the scans' own pixels (gray, 32x32)
+COLOURS = {"mae25": "C0", "mae75": "C1", "multiscale75": "C2", STEP0: "0.65", "small_cnn": "0.3", PIXELS: "0.85"}
 
 
 def say(message: str) -> None:
@@ -197,24 +199,28 @@ def pretraining_record(run_dir: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------- probes
-def features(encoder: Path, sets: dict[str, Path], cache: Path) -> dict[str, tuple]:
-    """Frozen MAE features (mean of patch tokens, as the monitor) of train/val/test: {name: (x [N, D], y [N])}."""
+def features(encoder: Path | None, sets: dict[str, Path], cache: Path, image_size: int) -> dict[str, tuple]:
+    """Frozen features of train/val/test, {name: (x [N, D], y [N])}: the MAE's mean of patch tokens (as the
+    monitor), or for encoder None the scan itself, gray and area-averaged to 32x32 (a floor for any feature)."""
     if cache.is_file():
         return torch.load(cache, weights_only=True)
-    model = load_mae(encoder)
-    size = model.patch_embed.img_size[0]
+    model = load_mae(encoder) if encoder else None
     out = {}
     for name in ("train", "val", "test"):
-        loader = DataLoader(FolderDataset(sets[name], transforms_for(False, size)), batch_size=64)
-        out[name] = extract_features(model, loader, pool="avg")
+        loader = DataLoader(FolderDataset(sets[name], transforms_for(False, image_size)), batch_size=64)
+        if model is not None:
+            out[name] = extract_features(model, loader, pool="avg")
+        else:  # [B, 3, S, S] -> [B, 1024]
+            batches = [(F.adaptive_avg_pool2d(x.mean(1, keepdim=True), 32).flatten(1), y) for x, y in loader]
+            out[name] = (torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches]))
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, cache)
     return out
 
 
-def probe_arm(encoder: Path, sets: dict[str, Path], work: Path, arm: str, args) -> dict:
-    """{fraction: [per-seed probe_sweep results]}."""
-    feats = features(encoder, sets, work / "features" / f"{arm}.pt")
+def probe_arm(encoder: Path | None, sets: dict[str, Path], work: Path, arm: str, args) -> dict:
+    """{fraction: [per-seed probe_sweep results]} (encoder None: the pixels)."""
+    feats = features(encoder, sets, work / "features" / f"{arm}.pt", args.image_size)
     x, y = feats["train"]
     out = {}
     for fraction in args.fractions:
@@ -450,7 +456,7 @@ def main(argv=None) -> int:
         lane.join()
 
     # Step 3: probes and fine-tuning sweeps, the arms without pretraining first, the others as their encoder is done.
-    probes = {}
+    probes = {PIXELS: probe_arm(None, sets, work, PIXELS, args)}
 
     def probe(arm: str) -> None:
         if ARMS[arm]["encoder"]:
