@@ -86,7 +86,9 @@ def main(argv=None) -> int:
     out = Path(args.out).resolve()
     shutil.rmtree(out, ignore_errors=True)
     # Ray 2.5x clusters use token auth: the head, its workers and the job client share one token.
-    env = auth_env({**os.environ, "PYTHONUNBUFFERED": "1"})
+    # One torch thread per process: the demo runs two at once (2 ranks, then 2 fine-tunings) on a 2-core
+    # machine, where a second intra-op thread per process only spins.
+    env = auth_env({**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     py = sys.executable
     t0 = time.time()
 
