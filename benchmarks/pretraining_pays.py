@@ -259,8 +259,36 @@ def finetune_task(arm: str, encoder: Path | None, fraction: float, seed: int, lr
         seed_everything(seed)  # the head's init and dropout draws
         return build_classifier(cfg, len(pool.classes))[0]
 
-    out = work / "finetune" / arm / f"f{fraction:g}" / f"seed{seed}" / f"lr{lr:g}"
+    out = cell_dir(work, arm, fraction, seed, lr, base.epochs, args)
     return {"labels": len(idx), **finetune_cell(build, train, val, test, pool.classes, cfg, out, seed)}
+
+
+def cell_dir(work: Path, arm: str, fraction: float, seed: int, lr: float, epochs: int, args) -> Path:
+    """Where a cell lives; runs longer than the study's --epochs (the long-schedule check) get a suffix."""
+    suffix = "" if epochs == args.epochs else f"_e{epochs}"
+    return work / "finetune" / arm / f"f{fraction:g}" / f"seed{seed}" / f"lr{lr:g}{suffix}"
+
+
+def long_schedule(finetunes: dict, encoders: dict, work: Path, args, base: FinetuneConfig) -> dict:
+    """Does a longer schedule change the picture? Per arm, its chosen recipe at the largest label fraction and
+    the first seed, fine-tuned for --long-epochs instead of --epochs; with both runs' training-loss curves."""
+    fraction, seed = max(args.fractions), args.seeds[0]
+    long_base = base.model_copy(update={"epochs": args.long_epochs})
+    lrs = {arm: runs[f"{fraction:g}"][0]["lr"] for arm, runs in finetunes.items()}
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as workers:
+        futures = {arm: workers.submit(finetune_task, arm, encoders[arm], fraction, seed, lr, work, args, long_base)
+                   for arm, lr in lrs.items()}
+        cells = {arm: future.result() for arm, future in futures.items()}
+    out = {}
+    for arm, cell in cells.items():
+        curves = {epochs: [round(e["train_loss"], 4) for e in json.loads(
+            (cell_dir(work, arm, fraction, seed, lrs[arm], epochs, args) / "history.json").read_text())]
+            for epochs in (args.epochs, args.long_epochs)}
+        out[arm] = {"lr": lrs[arm], "labels": cell["labels"], "epochs": args.long_epochs, "best_epoch": cell["best_epoch"],
+                    "val_score": cell["val_score"], "test": cell["test"], "train_loss": curves}
+        say(f"{arm:13s} {args.long_epochs} epochs: epoch {cell['best_epoch']} -> test acc {cell['test']['accuracy']:.3f} "
+            f"AUROC {cell['test']['auroc']:.3f}; final training loss {curves[args.long_epochs][-1]:.3f}")
+    return out
 
 
 def finetune_all(arms: list[str], encoders: dict, ready: dict, lane: threading.Thread, failures: list, work: Path,
@@ -332,37 +360,45 @@ def markdown(table: dict, fractions: list[str]) -> str:
 
 
 def plot(result: dict, path: Path) -> Path:
-    """Probe curves over pretraining steps, loss curves, and label-efficiency bars (fine-tuning, probe)."""
+    """Top: probe curves over pretraining steps, pretraining loss, fine-tuning training loss (100% labels).
+    Bottom: label-efficiency bars, test accuracy and AUROC of fine-tuning, test accuracy of the linear probe."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6), dpi=80)
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8), dpi=80)
     step0 = result["step0_monitor"]
     for arm, rec in result["pretraining"].items():
         curve = [{"step": 0, **step0}, *rec["monitor_curve"]]
         steps = [c["step"] for c in curve]
-        axes[0].plot(steps, [c["knn_accuracy"] for c in curve], "-o", ms=3, color=COLOURS[arm], label=f"{arm} k-NN")
-        axes[0].plot(steps, [c["linear_accuracy"] for c in curve], "--", color=COLOURS[arm], label=f"{arm} linear")
-        axes[1].plot(*zip(*rec["loss_curve"]), color=COLOURS[arm], label=arm)
-    axes[0].set(title="frozen features on the monitor set (5-fold CV)", xlabel="pretraining step", ylabel="accuracy")
-    axes[1].set(title="pretraining loss (masked-patch MSE)", xlabel="pretraining step", yscale="log")
-    for ax, (kind, title) in zip(axes[2:], (("finetune", "fine-tuning"), ("probe", "linear probe (frozen)"))):
+        axes[0, 0].plot(steps, [c["knn_accuracy"] for c in curve], "-o", ms=3, color=COLOURS[arm], label=f"{arm} k-NN")
+        axes[0, 0].plot(steps, [c["linear_accuracy"] for c in curve], "--", color=COLOURS[arm], label=f"{arm} linear")
+        axes[0, 1].plot(*zip(*rec["loss_curve"]), color=COLOURS[arm], label=arm)
+    axes[0, 0].set(title="frozen features, monitor set (5-fold CV; step 0 = init)", xlabel="pretraining step",
+                   ylabel="accuracy")
+    axes[0, 1].set(title="pretraining loss (masked-patch MSE)", xlabel="pretraining step", yscale="log")
+    for arm, rec in result["long_schedule"].items():
+        for (epochs, losses), style in zip(rec["train_loss"].items(), ("-", ":")):
+            axes[0, 2].plot(range(1, len(losses) + 1), losses, style, color=COLOURS[arm],
+                            label=f"{arm} ({epochs} epochs)")
+    axes[0, 2].set(title="fine-tuning training loss, 100% labels, seed 0", xlabel="epoch")
+    panels = (("finetune", "accuracy", "fine-tuning: test accuracy"), ("finetune", "auroc", "fine-tuning: test AUROC"),
+              ("probe", "accuracy", "linear probe (frozen): test accuracy"))
+    for ax, (kind, metric, title) in zip(axes[1], panels):
         table = result["results"][kind]
         fractions = list(next(iter(table.values())))
         width = 0.8 / len(table)
         for k, (arm, row) in enumerate(table.items()):
-            means = [row[f]["accuracy"]["mean"] for f in fractions]
-            stds = [row[f]["accuracy"]["std"] for f in fractions]
-            ax.bar(np.arange(len(fractions)) + (k - (len(table) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
-                   label=arm, color=COLOURS[arm])
-        ax.set_xticks(np.arange(len(fractions)), [f"{float(f):.0%}\n({table[next(iter(table))][f]['labels']} labels)"
-                                                  for f in fractions])
+            ax.bar(np.arange(len(fractions)) + (k - (len(table) - 1) / 2) * width, [row[f][metric]["mean"] for f in
+                   fractions], width, yerr=[row[f][metric]["std"] for f in fractions], capsize=2, label=arm,
+                   color=COLOURS[arm])
+        labels = next(iter(table.values()))
+        ax.set_xticks(np.arange(len(fractions)), [f"{float(f):.0%}\n({labels[f]['labels']} labels)" for f in fractions])
         ax.axhline(0.5, color="k", lw=0.6, ls=":")
-        ax.set(title=f"{title}: test accuracy", ylim=(0.4, 1.0))
-    for ax in axes:
+        ax.set(title=title, ylim=(0.4, 1.0))
+    for ax in axes.flat:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     fig.suptitle(result["title"], fontsize=9)
@@ -410,6 +446,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (subset, head, order)")
     ap.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3], help="fine-tuning lr grid")
     ap.add_argument("--epochs", type=int, default=20, help="fine-tuning epochs (each = the pool's size)")
+    ap.add_argument("--long-epochs", type=int, default=60,
+                    help="then each arm's chosen recipe at 100%% labels for this many epochs (0 = skip)")
     ap.add_argument("--jobs", type=int, default=2, help="processes at once (pretraining counts as one)")
     ap.add_argument("--no-overlap", action="store_true", help="do not fine-tune while an encoder pretrains")
     ap.add_argument("--quick", action="store_true", help="tiny sizes everywhere: checks the pipeline end to end")
@@ -419,7 +457,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.__dict__.update(corpus=200, train_per_class=20, val_per_class=10, test_per_class=10,
                              monitor_per_class=10, steps=8, batch=16, knn_every=4, fractions=[0.1, 1.0],
-                             seeds=[0, 1], lrs=[1e-3, 3e-3], epochs=2)
+                             seeds=[0, 1], lrs=[1e-3, 3e-3], epochs=2, long_epochs=3)
     return args
 
 
@@ -465,6 +503,7 @@ def main(argv=None) -> int:
     arms = [a for a in ARMS if a in args.arms and a not in ENCODERS] + list(ready)
     finetunes = finetune_all(arms, encoders, ready, lane, failures, work, args, base, probe)
     lane.join()
+    longer = long_schedule(finetunes, encoders, work, args, base) if args.long_epochs else {}
 
     # Step 4: the record, tables and figures.
     fractions = [f"{f:g}" for f in args.fractions]
@@ -480,7 +519,7 @@ def main(argv=None) -> int:
         "arms": ARMS, "encoders": ENCODERS, "pretrain_config": pretrain_config(args).model_dump(mode="json"),
         "finetune_config": base.model_dump(mode="json"),
         "step0_monitor": json.loads(encoders[STEP0].with_suffix(".monitor.json").read_text()),
-        "pretraining": pretraining, "results": results,
+        "pretraining": pretraining, "results": results, "long_schedule": longer,
         "markdown": {kind: markdown(table, fractions) for kind, table in results.items()},
         "runs": {"finetune": finetunes, "probe": probes},
         "machine": info, "wall_seconds_total": round(time.time() - started, 1),
