@@ -6,7 +6,7 @@ from pydantic import Field, model_validator
 
 from ..config import Section
 
-MODELS = ("usfmae", "vgg19", "resnet50", "vit_base_patch16_224")
+MODELS = ("usfmae", "vgg19", "resnet50", "vit_base_patch16_224", "small_cnn")
 DATASETS = ("busbra", "mmotu", "gist514")
 
 
@@ -16,12 +16,17 @@ class FinetuneConfig(Section):
     output_dir: str = Field("runs/finetune", description="Where metrics, tables, figures and models are written.")
 
     # ------------------------------------------------------------------ model
-    model: Literal["usfmae", "vgg19", "resnet50", "vit_base_patch16_224"] = Field("usfmae", description=(
+    model: Literal["usfmae", "vgg19", "resnet50", "vit_base_patch16_224", "small_cnn"] = Field("usfmae", description=(
         "'usfmae' = ViT encoder from a pretraining checkpoint (`checkpoint`); or a baseline built by timm: "
-        "vgg19, resnet50, vit_base_patch16_224 (weights from a local file, never downloaded)."))
+        "vgg19, resnet50, vit_base_patch16_224 (weights from a local file, never downloaded); or small_cnn, "
+        "a 4-stage CNN trained from scratch (usfmae.finetune.small_cnn; no checkpoint)."))
     checkpoint: str | None = Field(None, description=(
         "Encoder weights: our model.safetensors / DeepSpeed checkpoint dir, a released USF-MAE .pt, an MAE "
         "ImageNet checkpoint; for baselines a local timm/torchvision weights file. None = random init."))
+    random_init: bool = Field(False, description=(
+        "usfmae only: build the checkpoint's architecture (the preset and overrides its file records) without "
+        "loading its weights: the random-init control of a pretrained encoder. The encoder starts from the MAE's "
+        "own init (xavier linears, sin-cos position embeddings), as pretraining step 0 does."))
     preset: str | None = Field(None, description=(
         "MAE preset of the checkpoint when its file does not record one (released .pt files; default "
         "mae_vit_base_patch16)."))

@@ -11,6 +11,7 @@ from ..model import create_model
 from ..model.timm_vit import timm_vit_like
 from .baselines import build_baseline
 from .config import FinetuneConfig
+from .small_cnn import SmallCNN
 
 
 def checkpoint_preset(path: str | None, fallback: str | None) -> tuple[str, dict]:
@@ -23,14 +24,16 @@ def checkpoint_preset(path: str | None, fallback: str | None) -> tuple[str, dict
 
 
 def build_vit_classifier(checkpoint: str | None, num_classes: int, preset: str | None = None,
-                         global_pool: str = "avg", drop_path: float = 0.0,
-                         image_size: int | None = None) -> tuple[nn.Module, LoadReport | None]:
+                         global_pool: str = "avg", drop_path: float = 0.0, image_size: int | None = None,
+                         load_weights: bool = True) -> tuple[nn.Module, LoadReport | None]:
     """timm ViT with the MAE encoder's layout, encoder weights from `checkpoint` (any supported format).
 
     num_classes=0 gives no head (as timm): the model returns pooled features [N, embed_dim].
 
     image_size: input side when it differs from the pretraining one; the checkpoint's position
     embeddings are then resampled to the new grid by load_into.
+    load_weights=False: the checkpoint's architecture only (the control run). Without weights, the encoder
+    starts from the MAE's own init (xavier linears, sin-cos position embeddings), as pretraining step 0 does.
     """
     name, overrides = checkpoint_preset(checkpoint, preset)
     if image_size is not None:
@@ -38,10 +41,13 @@ def build_vit_classifier(checkpoint: str | None, num_classes: int, preset: str |
     mae = create_model(name, **overrides)
     vit = timm_vit_like(mae, num_classes=num_classes, global_pool=global_pool, drop_path_rate=drop_path)
     report = None
-    if checkpoint:
+    if checkpoint and load_weights:
         # With global_pool='avg' timm's ViT has a fresh fc_norm and no final norm, as in MAE's
         # fine-tuning recipe: the encoder's norm.* is then reported as unexpected.
         report = load_into(vit, checkpoint, prefixes=ENCODER_PREFIXES, verbose=False)
+    else:  # the encoder keys of our MAE are timm's; norm.* has no place under global_pool='avg'
+        vit.load_state_dict({k: v for k, v in mae.state_dict().items() if k.startswith(ENCODER_PREFIXES)},
+                            strict=False)
     if isinstance(vit.head, nn.Linear):  # num_classes=0: no head (nn.Identity), a feature extractor as in timm
         nn.init.trunc_normal_(vit.head.weight, std=2e-5)
         nn.init.zeros_(vit.head.bias)
@@ -52,14 +58,23 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, 
     """(model, input side, loading summary) for cfg.model: our encoder or a baseline.
 
     Baselines take cfg.checkpoint as a local weights file (None = random init); the ViT baseline's
-    position embeddings follow cfg.image_size and its head cfg.global_pool.
+    position embeddings follow cfg.image_size and its head cfg.global_pool. small_cnn is always random init.
     """
     if cfg.model == "usfmae":
+        if cfg.random_init and not cfg.checkpoint:
+            raise ValueError("random_init builds the architecture of `checkpoint`: give one (e.g. the pretrained export)")
         model, report = build_vit_classifier(cfg.checkpoint, num_classes, cfg.preset, cfg.global_pool,
-                                             cfg.drop_path, cfg.image_size)
-        summary = str(report) if report is not None else "usfmae encoder: random init (no checkpoint)"
+                                             cfg.drop_path, cfg.image_size, load_weights=not cfg.random_init)
+        summary = (str(report) if report is not None else "usfmae encoder: random init "
+                   + (f"with the architecture of {cfg.checkpoint}" if cfg.random_init else "(no checkpoint)"))
         return model, model.patch_embed.img_size[0], summary
     size = cfg.image_size or DEFAULT_IMAGE_SIZE
+    if cfg.random_init:
+        raise ValueError(f"random_init applies to model usfmae; {cfg.model} takes checkpoint: null for random init")
+    if cfg.model == "small_cnn":
+        if cfg.checkpoint:
+            raise ValueError(f"model small_cnn trains from scratch: checkpoint must be null, got {cfg.checkpoint}")
+        return SmallCNN(num_classes), size, "small_cnn: random init (trained from scratch)"
     kwargs = {} if cfg.model == "vgg19" else {"drop_path_rate": cfg.drop_path}  # VGG has no residual paths
     if cfg.model.startswith("vit_"):
         # fc_norm=False keeps the ImageNet model's final norm (norm.*) before pooling with either head, so
