@@ -97,7 +97,7 @@ def train(cfg: PretrainConfig, local_rank: int) -> int:
     import deepspeed
     import torch.distributed as dist
 
-    from usfmae.train.device import DeviceError, select_device
+    from usfmae.train.device import DeviceError, release_shm_allreduce, select_device
     from usfmae.train.engine import Trainer, TrainingStopped
     from usfmae.train.plan import make_plan
 
@@ -108,6 +108,9 @@ def train(cfg: PretrainConfig, local_rank: int) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     deepspeed.init_distributed(dist_backend=device.backend, timeout=timedelta(minutes=cfg.deepspeed.timeout_minutes))
+    if device.type == "cpu":
+        dist.barrier()  # every local rank has mapped its peers' all-reduce buffers: their names can go
+        release_shm_allreduce()
     try:
         trainer = Trainer(cfg, dist.get_rank(), dist.get_world_size(), local_rank)
         trainer.build()

@@ -1,6 +1,7 @@
 """End to end with the real launchers: Ray job -> deepspeed (2 CPU ranks) -> fine-tune."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,7 +30,8 @@ def test_pipeline_end_to_end(tmp_path, ray_cluster):
     report = json.loads((shards / "report.json").read_text())
     assert report["inputs_seen"] == 65 and [r["input"] for r in report["rejected"]] == ["broken.png"]
 
-    run([BIN / "deepspeed", "--num_gpus", "2", "--master_port", str(free_port()), REPO / "launch/pretrain.py", "--cpu",
+    port = free_port()
+    run([BIN / "deepspeed", "--num_gpus", "2", "--master_port", str(port), REPO / "launch/pretrain.py", "--cpu",
          "--config", REPO / "configs/pretrain_tiny.yaml", "--shards", shards, "--output", pre,
          "--max-steps", "4", "--set", "logging.every_steps=1", "--set", "logging.image_grid_every=2",
          "--set", "checkpoint.every_steps=2"], cwd=REPO)
@@ -38,6 +40,8 @@ def test_pipeline_end_to_end(tmp_path, ray_cluster):
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
     assert all(k in steps[0] for k in ("lr", "images_per_s", "grad_norm", "samples_seen"))
     assert steps[-1]["samples_seen"] == 4 * 16 * 2
+    # DeepSpeed's CPU all-reduce buffers (67 MB each, RAM-backed) are not left behind in /dev/shm
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
     assert (pre / "checkpoints/latest").read_text() == "step00000004"
     assert (pre / "config.yaml").is_file() and (pre / "images/step00000002.png").is_file()
     state = load_file(pre / "model.safetensors")

@@ -197,3 +197,20 @@ def test_timeout_bounds_the_s3_retry_budget():
     with pytest.raises(ConfigError, match="data.s3_retry_budget_s=1000 s .* deepspeed.timeout_minutes=10"):
         load_config(PretrainConfig, "configs/pretrain_vitb16.yaml",
                     ["data.shards=[s3://b/p]", "deepspeed.timeout_minutes=10", "data.s3_retry_budget_s=1000"])
+
+
+def test_release_shm_allreduce_unlinks_only_this_ranks_buffer(tmp_path):
+    import os
+
+    from usfmae.train.device import release_shm_allreduce
+
+    env = {"RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555"}
+    mine = tmp_path / f"deepspeed_allreduce_buffer_{os.getuid()}_127.0.0.1_29555_1"
+    peer = tmp_path / f"deepspeed_allreduce_buffer_{os.getuid()}_127.0.0.1_29555_0"
+    other_run = tmp_path / f"deepspeed_allreduce_buffer_{os.getuid()}_127.0.0.1_29556_1"
+    for path in (mine, peer, other_run):
+        path.write_bytes(b"x")
+    assert release_shm_allreduce(env, tmp_path) == mine
+    assert not mine.exists() and peer.exists() and other_run.exists()
+    assert release_shm_allreduce(env, tmp_path) is None  # already gone (or never made: GPUs, several nodes)
+    assert release_shm_allreduce({}, tmp_path) is None  # not launched as a rank

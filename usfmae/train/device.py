@@ -106,3 +106,28 @@ def cpu_threads(requested: int | None, env=os.environ) -> tuple[int, str]:
 def param_dtype(precision: str) -> torch.dtype:
     """The dtype DeepSpeed gives the model's parameters, which inputs must match."""
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+SHM_DIR = Path("/dev/shm")
+
+
+def release_shm_allreduce(env=os.environ, shm_dir: Path = SHM_DIR) -> Path | None:
+    """Unlink this rank's DeepSpeed CPU all-reduce buffer once every local rank has mapped it.
+
+    With all ranks on one machine, DeepSpeed's CPU backend maps a shared-memory workspace per rank,
+    /dev/shm/deepspeed_allreduce_buffer_<uid>_<MASTER_ADDR>_<MASTER_PORT>_<rank> (~67 MB), and never
+    unlinks it: every CPU run left 67 MB per rank in RAM-backed /dev/shm until the machine swapped. Peers
+    open it by name only inside init_distributed, so after a barrier the name can go; the mappings live on
+    until the processes exit, and nothing is left behind even after a SIGKILL. Call after the barrier.
+    Returns the removed path (None when there was none: GPUs, or ranks on several machines).
+    """
+    rank = env.get("RANK")
+    if rank is None:
+        return None
+    name = f"deepspeed_allreduce_buffer_{os.getuid()}_{env.get('MASTER_ADDR', '')}_{env.get('MASTER_PORT', '')}_{rank}"
+    path = shm_dir / name
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return None
+    return path
