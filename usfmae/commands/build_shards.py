@@ -33,7 +33,7 @@ from usfmae.shards.writer import ShardResult, named_inputs, write_shard
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="build YAML (see configs/build_example.yaml)")
+    src.add_argument("--config", help="build YAML: a path or a packaged name (see configs/build_example.yaml)")
     src.add_argument("--input", help="one input folder (every supported kind, searched recursively)")
     ap.add_argument("--dataset", default="unnamed", help="dataset name of --input (checked against the registry)")
     ap.add_argument("--anatomy", default=None, help="anatomy of --input (default: the registry's)")

@@ -23,7 +23,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--input", required=True, help="folder of inputs (searched recursively)")
     ap.add_argument("--output", required=True, help="QA output folder")
-    ap.add_argument("--config", help="YAML with `cleaning:` and `reader:` sections (a build config works too)")
+    ap.add_argument("--config", help=("YAML with `cleaning:` and `reader:` sections, a path or a packaged name "
+                                      "(a build config works too)"))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="dotted override, e.g. --set cleaning.text.enabled=false; repeatable")
     ap.add_argument("--sheet", action="store_true",

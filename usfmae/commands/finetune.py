@@ -52,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--dataset", help="busbra | mmotu | gist514: names the task, its classes and positive class")
     ap.add_argument("--raw", help="official layout of --dataset to adapt first (replaces `raw`)")
     ap.add_argument("--output", help="output folder (replaces output_dir)")
-    ap.add_argument("--config", help="YAML fine-tuning config (configs/finetune.yaml, configs/finetune_tiny.yaml)")
+    ap.add_argument("--config", help="YAML fine-tuning config: a path or a packaged name (finetune, finetune_tiny)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="config override, e.g. --set epochs=30 (repeatable)")
     ap.add_argument("--table2", nargs="+", metavar="METRICS_JSON",

@@ -28,7 +28,7 @@ from usfmae.config import ConfigError, PretrainConfig, load_config
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", help="YAML config (configs/pretrain_vitb16.yaml, configs/pretrain_tiny.yaml)")
+    ap.add_argument("--config", help="YAML config: a path or a packaged name (pretrain_vitb16, pretrain_tiny)")
     ap.add_argument("--shards", action="append", help="shard source (repeatable); replaces data.shards")
     ap.add_argument("--output", help="run directory; replaces output_dir")
     ap.add_argument("--max-steps", type=int, help="run length in optimizer steps; replaces schedule.max_steps")
