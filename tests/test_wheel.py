@@ -33,28 +33,42 @@ pytestmark = pytest.mark.slow
 SOURCES = ["pyproject.toml", "README.md", "usfmae", "configs"]
 
 
+def copy_sources(dest: Path) -> Path:
+    """The files a wheel is built from, copied to `dest` (the build writes build/ and egg-info beside them)."""
+    dest.mkdir(parents=True)
+    for name in SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, dest / name, symlinks=True,  # usfmae/configs: a symlink to ../configs
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy(REPO / name, dest / name)
+    return dest
+
+
+def fresh_venv(venv: Path) -> Path:
+    """A venv without packages but a .pth naming this interpreter's site-packages (the shared dependencies)."""
+    run([sys.executable, "-m", "venv", "--without-pip", venv])
+    purelib = subprocess.run([venv / "bin/python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    (Path(purelib) / "shared_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return venv
+
+
+def pip_install(venv: Path, *args) -> None:
+    # without PYTHONPATH: pip would count a usfmae importable from there as installed already
+    no_path = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run([sys.executable, "-m", "pip", "--python", venv / "bin/python", "install", "--no-deps", "-q", *args], env=no_path)
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     """A fresh venv with the wheel of this checkout installed; returns its bin/ folder."""
     root = tmp_path_factory.mktemp("wheel")
-    src = root / "src"
-    src.mkdir()
-    for name in SOURCES:
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, src / name, symlinks=True,  # usfmae/configs: a symlink to ../configs
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy(REPO / name, src / name)
+    src = copy_sources(root / "src")
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", root / "dist", src])
     wheel, = (root / "dist").glob("usfmae-*.whl")
-    venv = root / "venv"
-    run([sys.executable, "-m", "venv", "--without-pip", venv])
-    # without PYTHONPATH: pip would count a usfmae importable from there as installed already
-    no_path = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    run([sys.executable, "-m", "pip", "--python", venv / "bin/python", "install", "--no-deps", "-q", wheel], env=no_path)
-    purelib = subprocess.run([venv / "bin/python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    (Path(purelib) / "shared_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    venv = fresh_venv(root / "venv")
+    pip_install(venv, wheel)
     # the deepspeed launcher, as installing deepspeed into this venv would write it (for --nproc)
     launcher = venv / "bin/deepspeed"
     launcher.write_text(f"#!{venv / 'bin/python'}\nfrom deepspeed.launcher.runner import main\n\nmain()\n")
@@ -127,3 +141,15 @@ def write_scan(path: Path, seed: int) -> None:
     cv2.ellipse(image, (64, 0), (90, 90), 0, 45, 135, 255, -1)
     noise = np.random.default_rng(seed).integers(40, 200, image.shape, dtype=np.uint8)
     cv2.imwrite(str(path), np.where(image > 0, noise, 0).astype(np.uint8))
+
+
+def test_an_editable_install_finds_the_packaged_configs(tmp_path):
+    """`pip install -e` (make setup, the Docker images): configs and the registry come from the checkout."""
+    src, venv = copy_sources(tmp_path / "src"), fresh_venv(tmp_path / "venv")
+    pip_install(venv, "--no-build-isolation", "-e", src)
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    out = run([venv / "bin/python", "-c", "import usfmae, usfmae.config as c, usfmae.registry as r; "
+               "print(usfmae.__file__); print(c.config_path('pretrain_tiny')); print(r.load_registry().name)"],
+              cwd=cwd, env=clean_env(venv / "bin")).stdout.split()
+    assert out == [str(src / "usfmae/__init__.py"), str(src / "usfmae/configs/pretrain_tiny.yaml"), "OpenUS-46"]
