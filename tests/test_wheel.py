@@ -57,7 +57,8 @@ def fresh_venv(venv: Path) -> Path:
 def pip_install(venv: Path, *args) -> None:
     # without PYTHONPATH: pip would count a usfmae importable from there as installed already
     no_path = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    run([sys.executable, "-m", "pip", "--python", venv / "bin/python", "install", "--no-deps", "-q", *args], env=no_path)
+    run([sys.executable, "-m", "pip", "--python", venv / "bin/python", "install", "--no-deps", "-q", *args],
+        env=no_path)
 
 
 @pytest.fixture(scope="module")
