@@ -43,6 +43,8 @@ def test_an_unknown_config_name_lists_the_packaged_ones(tmp_path, monkeypatch, c
         assert name in str(err.value)
     with pytest.raises(ConfigError, match="packaged: "):
         config_path(tmp_path / "pretrain_tiny.yaml")  # an absolute path is never looked up by name
+    with pytest.raises(ConfigError, match="config file not found:  "):
+        config_path("")
     # every command with --config refuses it the same way: exit 2, the value named
     for argv in (["pretrain", "--dry-run", "--config", "pretrain_tinny"], ["finetune", "--config", "pretrain_tinny"],
                  ["finetune", "--task", "segmentation", "--config", "pretrain_tinny"],

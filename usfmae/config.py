@@ -311,9 +311,10 @@ def config_path(value: str | Path) -> Path:
     if path.is_file():
         return path
     root = packaged_configs()
-    packaged = root / (path if path.suffix in (".yaml", ".yml") else path.with_name(path.name + ".yaml"))
-    if not path.is_absolute() and packaged.is_file():
-        return packaged
+    if path.name and not path.is_absolute():  # a name, not a path that happens to be missing ("" has no name)
+        packaged = root / (path if path.suffix in (".yaml", ".yml") else path.with_name(path.name + ".yaml"))
+        if packaged.is_file():
+            return packaged
     names = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
     raise ConfigError(f"config file not found: {value} (neither a file nor a packaged config; packaged: "
                       f"{', '.join(names)})")
