@@ -16,6 +16,7 @@ import ray
 import webdataset as wds
 from moto.server import ThreadedMotoServer
 
+from usfmae.commands import build_shards  # the entry point, run in-process against the module's Ray
 from usfmae.data import s3 as s3mod
 from usfmae.data.sources import resolve
 from usfmae.io import printable
@@ -30,9 +31,6 @@ from hostile_corpus import restore_permissions, write_hostile_corpus
 BUILD = REPO / "preprocessing/build_shards.py"
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 SALT = "ray-test-salt"
-
-sys.path.insert(0, str(REPO / "preprocessing"))
-import build_shards  # noqa: E402  (the entry point, run in-process against the module's Ray)
 
 
 @pytest.fixture(scope="module")

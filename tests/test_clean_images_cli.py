@@ -9,13 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
+from usfmae.commands import clean_images
 from usfmae.io import iter_frames
 from usfmae.shards.corpus import write_images, write_mixed_corpus
 
 from conftest import REPO, run
-
-sys.path.insert(0, str(REPO / "preprocessing"))
-import clean_images  # noqa: E402
 
 
 @pytest.fixture(scope="module")

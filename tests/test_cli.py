@@ -19,7 +19,7 @@ from usfmae.model import create_model
 from conftest import BIN, REPO, free_port, run
 from shardutil import make_shards
 
-COMMANDS = ["build-shards", "pretrain", "finetune", "export", "inspect", "doctor"]
+COMMANDS = ["build-shards", "clean", "pretrain", "finetune", "export", "inspect", "doctor"]
 
 
 def test_console_script_lists_every_command():
@@ -34,10 +34,11 @@ def test_unknown_or_missing_command_is_a_usage_error(capsys):
     assert cli.main([]) == 2
 
 
-def test_a_missing_source_tree_is_explained(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "REPO", tmp_path)  # as after a non-editable install: no launch/ beside the package
-    assert cli.main(["finetune", "--help"]) == 2
-    assert f"{tmp_path}/launch/finetune.py, which is not there" in capsys.readouterr().err
+def test_clean_runs_the_package_main(tmp_path, capsys):
+    # usfmae.commands.clean_images refuses an empty folder (exit 2): the command needs no source tree
+    (tmp_path / "in").mkdir()
+    assert cli.main(["clean", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "qa")]) == 2
+    assert f"no inputs under {tmp_path / 'in'}" in capsys.readouterr().err
 
 
 def test_build_shards_runs_the_scripts_main(tmp_path, capsys):
@@ -64,7 +65,7 @@ def test_pretrain_help_explains_multi_rank_runs(capsys):
         cli.main(["pretrain", "--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    assert "deepspeed --num_gpus N launch/pretrain.py" in out and "--hostfile" in out
+    assert "deepspeed --num_gpus N --module usfmae.commands.pretrain" in out and "--hostfile" in out
     assert "--max-steps" in out  # launch/pretrain.py's own options follow
 
 
@@ -74,7 +75,7 @@ def test_pretrain_nproc_becomes_a_deepspeed_launch():
     assert (nproc, port, rest) == (2, 29600, ["--config", "c.yaml", "--max-steps", "3"])
     cmd = cli.deepspeed_command(nproc, port, rest)
     assert cmd[0].endswith("deepspeed") and cmd[1:5] == ["--master_port", "29600", "--num_gpus", "2"]
-    assert cmd[5] == str(REPO / "launch/pretrain.py") and cmd[6:] == rest
+    assert cmd[5:7] == ["--module", "usfmae.commands.pretrain"] and cmd[7:] == rest  # no source tree needed
     assert cli.split_pretrain_args(["--max-steps", "3"]) == (None, None, ["--max-steps", "3"])
     for bad in (["--nproc"], ["--nproc", "0"], ["--nproc", "two"]):
         with pytest.raises(cli.CliError):

@@ -5,8 +5,11 @@ import math
 import pytest
 import yaml
 
-from usfmae.config import ConfigError, PretrainConfig, load_config, save_resolved
+from usfmae import cli
+from usfmae.config import ConfigError, PretrainConfig, config_path, load_config, packaged_configs, save_resolved
 from usfmae.train.schedule import lr_at
+
+from conftest import REPO
 
 CONFIGS = ["configs/pretrain_vitb16.yaml", "configs/pretrain_tiny.yaml"]
 
@@ -15,6 +18,40 @@ CONFIGS = ["configs/pretrain_vitb16.yaml", "configs/pretrain_tiny.yaml"]
 def test_shipped_configs_validate(path):
     cfg = load_config(PretrainConfig, path)
     assert cfg.masking.ratio == 0.25 and cfg.deepspeed.gradient_clipping == 1.0
+
+
+def test_config_names_resolve_to_the_packaged_configs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside the repository: only the package's copy can answer
+    packaged = packaged_configs() / "pretrain_tiny.yaml"
+    assert packaged.read_text() == (REPO / "configs/pretrain_tiny.yaml").read_text()
+    assert config_path("pretrain_tiny") == config_path("pretrain_tiny.yaml") == packaged
+    assert config_path("datasets/openus46") == packaged_configs() / "datasets/openus46.yaml"
+    assert load_config(PretrainConfig, "pretrain_tiny").model.preset == "mae_vit_tiny_patch8"
+    # a file of that name in the working directory is a path, and a path wins over a packaged name
+    (tmp_path / "pretrain_tiny.yaml").write_text("model: {preset: mae_vit_base_patch16}\n")
+    assert config_path("pretrain_tiny.yaml").resolve() == tmp_path / "pretrain_tiny.yaml"
+    assert config_path("pretrain_tiny") == packaged
+    assert config_path(REPO / "configs/pretrain_vitb16.yaml") == REPO / "configs/pretrain_vitb16.yaml"
+
+
+def test_an_unknown_config_name_lists_the_packaged_ones(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        config_path("pretrain_tinny")
+    assert "config file not found: pretrain_tinny" in str(err.value)
+    for name in ("pretrain_tiny", "pretrain_vitb16", "finetune_tiny", "build_example", "datasets/openus46"):
+        assert name in str(err.value)
+    with pytest.raises(ConfigError, match="packaged: "):
+        config_path(tmp_path / "pretrain_tiny.yaml")  # an absolute path is never looked up by name
+    with pytest.raises(ConfigError, match="config file not found:  "):
+        config_path("")
+    # every command with --config refuses it the same way: exit 2, the value named
+    for argv in (["pretrain", "--dry-run", "--config", "pretrain_tinny"], ["finetune", "--config", "pretrain_tinny"],
+                 ["finetune", "--task", "segmentation", "--config", "pretrain_tinny"],
+                 ["build-shards", "--config", "pretrain_tinny"],
+                 ["clean", "--input", str(tmp_path), "--output", str(tmp_path / "qa"), "--config", "pretrain_tinny"]):
+        assert cli.main(argv) == 2, argv
+        assert "config file not found: pretrain_tinny" in capsys.readouterr().err, argv
 
 
 def test_paper_recipe_values():

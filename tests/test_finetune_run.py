@@ -1,7 +1,6 @@
 """Fine-tuning end to end on tiny data: launcher, protocols, encoder loading, baselines, DDP."""
 
 import csv
-import importlib.util
 import json
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from usfmae.checkpoint import save_safetensors
+from usfmae.commands import finetune as launch_finetune
 from usfmae.data.synthetic import write_labeled
 from usfmae.finetune import FinetuneConfig, build_classifier, run_finetune, table2_from_runs
 from usfmae.finetune.encoder import build_vit_classifier
@@ -20,15 +20,6 @@ from conftest import BIN, REPO, run
 
 pytestmark = pytest.mark.usefixtures("one_thread", "no_network")
 
-
-def _load_launcher():
-    spec = importlib.util.spec_from_file_location("finetune_launcher", REPO / "launch" / "finetune.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-launch_finetune = _load_launcher()
 
 FAST = {"epochs": 1, "batch_size": 8, "num_workers": 0, "save_model": False}
 

@@ -142,7 +142,7 @@ def test_pipeline_runs_behind_the_firewall_and_nothing_phones_home(tmp_path):
     run(fenced([BIN / "python", REPO / "preprocessing/build_shards.py", "--input", corpus, "--output", shards,
                 "--shard-size", "20"]), env=env)
     assert json.loads((shards / "manifest.json").read_text())["total_samples"] == 40
-    # 2. pretraining: `usfmae pretrain --nproc 2` execs `deepspeed --num_gpus 2 launch/pretrain.py`
+    # 2. pretraining: `usfmae pretrain --nproc 2` execs `deepspeed --num_gpus 2 --module usfmae.commands.pretrain`
     run(fenced([BIN / "usfmae", "pretrain", "--nproc", "2", "--master-port", str(free_port()), "--cpu",
                 "--config", REPO / "configs/pretrain_tiny.yaml", "--shards", shards, "--output", pre,
                 "--max-steps", "3", "--set", "logging.every_steps=1"]), env=env, cwd=REPO)
@@ -157,7 +157,8 @@ def test_pipeline_runs_behind_the_firewall_and_nothing_phones_home(tmp_path):
     assert blocked == [], "phoned home:\n" + "\n".join(
         f"{e['op']} {e['target']} from {e['argv'][0]}\n    " + "\n    ".join(e["stack"][-6:]) for e in blocked)
     guarded = [" ".join(e["argv"]) for e in netguard.read_log(tmp_path / "guarded.jsonl")]
+    # the ranks run `python -m usfmae.commands.pretrain`: when the guard starts, Python's argv[0] is still "-m"
     for process in ("preprocessing/build_shards.py", "ray/_private/workers/default_worker.py",
                     "ray/dashboard/dashboard.py", "bin/usfmae pretrain", "bin/deepspeed",
-                    "launch/pretrain.py --local_rank=0", "launch/pretrain.py --local_rank=1", "bin/usfmae finetune"):
+                    "-m --local_rank=0", "-m --local_rank=1", "bin/usfmae finetune"):
         assert any(process in argv for argv in guarded), f"{process} ran without the guard:\n" + "\n".join(guarded)

@@ -1,20 +1,14 @@
 """Contact sheets (usfmae.cleaning.sheet) and `clean_images.py --sheet`: original | mask | cleaned per input."""
 
-import sys
-
 import cv2
 import numpy as np
 
 from usfmae.cleaning import CleaningConfig, clean_image
 from usfmae.cleaning.result import CleanResult
 from usfmae.cleaning.sheet import CAPTION_HEIGHT, GAP, INPAINTED, PANEL_WIDTH, SheetBuilder, mask_view, sheet_row
+from usfmae.commands import clean_images
 from usfmae.data.synthetic import generate_ultrasound
 from usfmae.shards.corpus import write_cine_avi, write_images
-
-from conftest import REPO
-
-sys.path.insert(0, str(REPO / "preprocessing"))
-import clean_images  # noqa: E402
 
 
 def fake_result(shape=(60, 80), scan: bool = True) -> CleanResult:

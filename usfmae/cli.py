@@ -1,7 +1,8 @@
 """`usfmae`: one command over the project's entry points.
 
     usfmae build-shards --input data/echo --output s3://bucket/shards/echo   # preprocessing/build_shards.py
-    usfmae pretrain --config configs/pretrain_tiny.yaml --shards shards/b    # launch/pretrain.py, one process
+    usfmae clean --input data/hospital --output qa/hospital [--sheet]      # preprocessing/clean_images.py
+    usfmae pretrain --config pretrain_tiny --shards shards/b                 # launch/pretrain.py, one process
     usfmae pretrain --nproc 8 --config configs/pretrain_vitb16.yaml ...      # execs deepspeed --num_gpus 8
     usfmae pretrain --dry-run --nproc 64 --config ... --shards ...           # the plan at 64 ranks, as JSON
     usfmae finetune --checkpoint runs/usfmae/model.safetensors --data ...    # launch/finetune.py
@@ -10,12 +11,13 @@
     usfmae inspect shards/b [--sheet contact.png]                           # samples per dataset and shard
     usfmae doctor [--s3 s3://bucket/prefix] [--output runs/]                 # environment checks
 
-build-shards, pretrain and finetune run the same `main(argv)` as the scripts (loaded from the source tree
-beside this package), so every option and exit code is theirs: `usfmae COMMAND --help`.
+build-shards, clean, pretrain and finetune call the `main(argv)` of usfmae/commands/ (which the scripts in
+preprocessing/ and launch/ call too), so every option and exit code is theirs: `usfmae COMMAND --help`.
+`--config` takes a path or the name of a packaged config (`--config pretrain_tiny`).
 """
 
+import importlib
 import os
-import runpy
 import shutil
 import socket
 import sys
@@ -23,11 +25,11 @@ from pathlib import Path
 
 from .netguard import OFFLINE_ENV
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = {"build-shards": "preprocessing/build_shards.py", "pretrain": "launch/pretrain.py",
-           "finetune": "launch/finetune.py"}
+# command -> module of usfmae/commands/ holding its main(argv)
+MODULES = {"build-shards": "build_shards", "clean": "clean_images", "pretrain": "pretrain", "finetune": "finetune"}
 SUMMARY = {
-    "build-shards": "clean and shard a corpus on Ray (preprocessing/build_shards.py)",
+    "build-shards": "clean and shard a corpus on Ray (also: python preprocessing/build_shards.py)",
+    "clean": "clean a folder of inputs for QA, no Ray: frame, mask, stats (preprocessing/clean_images.py)",
     "pretrain": "MAE pretraining (launch/pretrain.py; --nproc N runs it under the deepspeed launcher)",
     "finetune": "fine-tune and evaluate a pretrained encoder (launch/finetune.py; --task segmentation)",
     "export": "write weights readable without DeepSpeed (MAE or timm format)",
@@ -36,7 +38,8 @@ SUMMARY = {
 }
 PRETRAIN_NOTE = """\
 usfmae pretrain runs ONE process (one GPU, or the CPU). Multi-rank runs go through the DeepSpeed launcher:
-  usfmae pretrain --nproc N [--master-port P] ARGS...   execs: deepspeed --num_gpus N launch/pretrain.py ARGS...
+  usfmae pretrain --nproc N [--master-port P] ARGS...
+      execs: deepspeed --num_gpus N --module usfmae.commands.pretrain ARGS...
   deepspeed --hostfile hostfile launch/pretrain.py ARGS...   several nodes (see docker/README.md)
   usfmae pretrain --dry-run [--nproc N | --world-size N] ARGS...   the plan (batch split, lr, steps) as JSON
 usfmae options: --nproc N (ranks on this node), --master-port P (rendezvous port with --nproc).
@@ -47,25 +50,10 @@ class CliError(RuntimeError):
     """A usage problem of the CLI itself (not of the command it runs)."""
 
 
-def script_path(command: str) -> Path:
-    """The entry script of a command, from the source tree this package was installed from."""
-    path = REPO / SCRIPTS[command]
-    if not path.is_file():
-        raise CliError(f"usfmae {command} runs {path}, which is not there: the CLI needs the source tree "
-                       "(install from a checkout with `pip install -e .`, as the Docker images do)")
-    return path
-
-
-def run_script(command: str, argv: list[str]) -> int:
-    """Load the command's script as a module (not registered in sys.modules, like `python script.py`,
-    so Ray pickles its functions by value) and call its main(argv)."""
-    path = script_path(command)
-    sys.path.insert(0, str(path.parent))  # what `python path/to/script.py` does
-    try:
-        namespace = runpy.run_path(str(path), run_name=f"usfmae_{command.replace('-', '_')}")
-        return int(namespace["main"](argv) or 0)
-    finally:
-        sys.path.remove(str(path.parent))
+def run_command(command: str, argv: list[str]) -> int:
+    """The command's main(argv), imported on use (`usfmae --help` stays quick)."""
+    module = importlib.import_module(f"usfmae.commands.{MODULES[command]}")
+    return int(module.main(argv) or 0)
 
 
 def split_pretrain_args(argv: list[str]) -> tuple[int | None, int | None, list[str]]:
@@ -92,7 +80,8 @@ def split_pretrain_args(argv: list[str]) -> tuple[int | None, int | None, list[s
 
 
 def deepspeed_command(nproc: int, master_port: int | None, script_argv: list[str]) -> list[str]:
-    """The deepspeed launcher invocation that runs launch/pretrain.py on `nproc` local ranks."""
+    """The deepspeed launcher invocation that runs usfmae.commands.pretrain on `nproc` local ranks (as a module,
+    `python -m`: an installed wheel has no launch/ script)."""
     launcher = Path(sys.executable).with_name("deepspeed")
     if not launcher.is_file():
         found = shutil.which("deepspeed")
@@ -100,7 +89,8 @@ def deepspeed_command(nproc: int, master_port: int | None, script_argv: list[str
             raise CliError("the deepspeed launcher is not installed beside this Python nor on PATH")
         launcher = Path(found)
     port = ["--master_port", str(master_port)] if master_port else []
-    return [str(launcher), *port, "--num_gpus", str(nproc), str(script_path("pretrain")), *script_argv]
+    return [str(launcher), *port, "--num_gpus", str(nproc), "--module", "usfmae.commands.pretrain",
+            *script_argv]
 
 
 def free_port() -> int:
@@ -121,12 +111,12 @@ def single_process_env() -> None:
 def pretrain(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(PRETRAIN_NOTE)
-        return run_script("pretrain", ["--help"])
+        return run_command("pretrain", ["--help"])
     nproc, port, rest = split_pretrain_args(argv)
     if "--dry-run" in rest:  # the plan only: no launcher, no process group; --nproc N plans for N ranks
         if nproc and not any(a.startswith("--world-size") for a in rest):
             rest += ["--world-size", str(nproc)]
-        return run_script("pretrain", rest)
+        return run_command("pretrain", rest)
     if nproc:
         cmd = deepspeed_command(nproc, port, rest)
         print("[usfmae] exec " + " ".join(cmd), file=sys.stderr, flush=True)
@@ -135,7 +125,7 @@ def pretrain(argv: list[str]) -> int:
     print("[usfmae] pretraining in one process; for N ranks use `usfmae pretrain --nproc N ...` "
           "or `deepspeed launch/pretrain.py ...` (usfmae pretrain --help)", file=sys.stderr, flush=True)
     single_process_env()
-    return run_script("pretrain", rest)
+    return run_command("pretrain", rest)
 
 
 def export(argv: list[str]) -> int:
@@ -156,8 +146,9 @@ def doctor_cmd(argv: list[str]) -> int:
     return doctor_main(argv)
 
 
-COMMANDS = {"build-shards": lambda argv: run_script("build-shards", argv), "pretrain": pretrain,
-            "finetune": lambda argv: run_script("finetune", argv), "export": export, "inspect": inspect_cmd,
+COMMANDS = {"build-shards": lambda argv: run_command("build-shards", argv),
+            "clean": lambda argv: run_command("clean", argv), "pretrain": pretrain,
+            "finetune": lambda argv: run_command("finetune", argv), "export": export, "inspect": inspect_cmd,
             "doctor": doctor_cmd}
 
 
@@ -177,7 +168,7 @@ def main(argv=None) -> int:
     if command not in COMMANDS:
         print(f"usfmae: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    if command in SCRIPTS:
+    if command in MODULES:
         # No telemetry, no hub look-ups, unless the caller set these explicitly (see usfmae.netguard).
         # Not for `doctor`, which reports the environment as the user has it.
         for key, value in OFFLINE_ENV.items():

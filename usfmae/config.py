@@ -2,9 +2,11 @@
 
     cfg = load_config(PretrainConfig, "configs/pretrain_tiny.yaml", ["optimizer.lr=2e-3"])
 
-Unknown keys and bad values raise `ConfigError` naming the dotted key path.
+Unknown keys and bad values raise `ConfigError` naming the dotted key path. A config is a path or the name
+of one shipped with the package (`pretrain_tiny`, `pretrain_tiny.yaml`: see `config_path`).
 """
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -296,15 +298,36 @@ def parse_overrides(pairs: list[str] | None) -> list[tuple[str, Any]]:
     return out
 
 
+def packaged_configs() -> Path:
+    """The configs shipped with the package: usfmae/configs, a symlink to the top-level configs/ in a checkout
+    (where the README's commands name them), real files in an installed wheel."""
+    return Path(str(files("usfmae") / "configs"))
+
+
+def config_path(value: str | Path) -> Path:
+    """A --config value as a file: an existing path, else a packaged config by name, with or without .yaml
+    (`pretrain_tiny`, `datasets/openus46.yaml`). Raises ConfigError naming the value and the packaged names."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    root = packaged_configs()
+    if path.name and not path.is_absolute():  # a name, not a path that happens to be missing ("" has no name)
+        packaged = root / (path if path.suffix in (".yaml", ".yml") else path.with_name(path.name + ".yaml"))
+        if packaged.is_file():
+            return packaged
+    names = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+    raise ConfigError(f"config file not found: {value} (neither a file nor a packaged config; packaged: "
+                      f"{', '.join(names)})")
+
+
 def load_config(model: type[C], path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict | None = None) -> C:
-    """Validate YAML file `path` (optional) plus `--set` overrides into `model`."""
+    """Validate YAML file `path` (optional; a path or a packaged name, see config_path) plus `--set` overrides
+    into `model`."""
     data: dict = dict(base or {})
     source = "defaults"
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
+        p = config_path(path)
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:

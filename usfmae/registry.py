@@ -17,12 +17,13 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from usfmae.config import packaged_configs
 from usfmae.io import ReaderConfig, content_key, detect_kind, iter_frames, list_inputs
 
 log = logging.getLogger(__name__)
 
-# usfmae/registry.py -> repo root -> configs/... (works from a checkout and an editable install).
-DEFAULT_REGISTRY_PATH = Path(__file__).resolve().parents[1] / "configs" / "datasets" / "openus46.yaml"
+# configs/datasets/openus46.yaml, shipped with the package (a checkout, an editable install and a wheel).
+DEFAULT_REGISTRY_PATH = packaged_configs() / "datasets" / "openus46.yaml"
 
 
 class DatasetEntry(BaseModel):
@@ -83,7 +84,7 @@ def normalise_name(name: str) -> str:
 
 
 def load_registry(path: str | Path | None = None) -> Registry:
-    """Parse and validate a registry YAML (default: configs/datasets/openus46.yaml of this repo)."""
+    """Parse and validate a registry YAML (default: the packaged configs/datasets/openus46.yaml)."""
     path = Path(path) if path is not None else DEFAULT_REGISTRY_PATH
     if not path.is_file():
         raise FileNotFoundError(f"{path}: dataset registry not found (pass its path explicitly)")

@@ -81,7 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--checkpoint", help="pretrained encoder weights (replaces `checkpoint`)")
     ap.add_argument("--data", help="images/ + masks/ folder or BUS-BRA's BUSBRA/ (replaces `data`)")
     ap.add_argument("--output", help="output folder (replaces output_dir)")
-    ap.add_argument("--config", help="YAML segmentation config (configs/finetune_seg_tiny.yaml)")
+    ap.add_argument("--config", help="YAML segmentation config: a path or a packaged name (finetune_seg_tiny)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="config override, e.g. --set epochs=50 (repeatable)")
     return ap.parse_args(argv)

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from usfmae.cleaning import CleaningConfig
-from usfmae.config import load_config
+from usfmae.config import config_path, load_config
 from usfmae.constants import DEFAULT_IMAGE_SIZE
 from usfmae.io import ReaderConfig
 
@@ -150,8 +150,9 @@ def load_qa_config(path: str | Path | None = None, overrides: list[str] | None =
     """The cleaning and reader sections of a build config, or of a file holding only those two."""
     if path is None:
         return load_config(QAConfig, None, overrides)
+    path = config_path(path)
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError):
         data = None  # load_config below names the problem
     if isinstance(data, dict) and ("datasets" in data or "output" in data):
