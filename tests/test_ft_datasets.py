@@ -26,11 +26,14 @@ def test_load_rgb_gray_becomes_three_equal_channels(tmp_path):
     assert load_rgb(_save(tmp_path / "c.jpg", mode="RGB", fmt="JPEG")).mode == "RGB"
 
 
-def test_load_rgb_16bit_tiff_is_scaled_not_clipped(tmp_path):
-    image = load_rgb(_save(tmp_path / "deep.tif", mode="I;16", value=65535))
-    assert np.asarray(image)[0, 0].tolist() == [255, 255, 255]
-    image = load_rgb(_save(tmp_path / "mid.tif", mode="I;16", value=257 * 100))
-    assert np.asarray(image)[0, 0].tolist() == [100, 100, 100]
+def test_load_rgb_16bit_tiff_is_stretched_as_the_readers_do_not_clipped(tmp_path):
+    path = tmp_path / "deep.tif"
+    Image.fromarray(np.array([[1000, 20500, 40000]] * 4, dtype=np.uint16)).save(path)
+    image = np.asarray(load_rgb(path))
+    assert image.shape == (4, 3, 3)
+    assert image[0, :, 0].tolist() == [0, 128, 255] and (image == image[:, :, :1]).all()
+    flat = load_rgb(_save(tmp_path / "flat.tif", mode="I;16", value=257 * 100))  # no range to stretch
+    assert np.asarray(flat)[0, 0].tolist() == [0, 0, 0]
 
 
 def test_load_rgb_errors_name_the_file(tmp_path):
