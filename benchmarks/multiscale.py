@@ -29,7 +29,6 @@ import csv
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from usfmae.config import load_config
 from usfmae.data.synthetic import generate_ultrasound
 from usfmae.finetune.seg_config import SegmentationConfig
 from usfmae.finetune.seg_main import run_segmentation
+from usfmae.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -144,12 +144,6 @@ def wait(proc: subprocess.Popen, log: Path) -> None:
 
 def run(cmd: list, log: Path) -> None:
     wait(start(cmd, log), log)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pretrain(arm: str, shards: Path, out: Path, steps: int) -> tuple[Path | None, float]:

@@ -65,7 +65,7 @@ from usfmae.finetune.folds import seed_everything, stratified_subset  # noqa: E4
 from usfmae.finetune.probe import extract_features, monitor_knn  # noqa: E402
 from usfmae.finetune.sweep import choose, finetune_cell, mean_std, probe_sweep  # noqa: E402
 from usfmae.model import create_model  # noqa: E402
-from usfmae.ray_local import free_port  # noqa: E402
+from usfmae.ports import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

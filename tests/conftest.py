@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from usfmae.cleaning.evaluate import real_us_folder
-from usfmae.ray_local import auth_env, free_port, private_head  # noqa: F401  (free_port: for tests)
+from usfmae.ports import free_port  # noqa: F401  (for tests)
+from usfmae.ray_local import auth_env, private_head
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -17,11 +17,11 @@ beside this package), so every option and exit code is theirs: `usfmae COMMAND -
 import os
 import runpy
 import shutil
-import socket
 import sys
 from pathlib import Path
 
 from .netguard import OFFLINE_ENV
+from .ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {"build-shards": "preprocessing/build_shards.py", "pretrain": "launch/pretrain.py",
@@ -101,12 +101,6 @@ def deepspeed_command(nproc: int, master_port: int | None, script_argv: list[str
         launcher = Path(found)
     port = ["--master_port", str(master_port)] if master_port else []
     return [str(launcher), *port, "--num_gpus", str(nproc), str(script_path("pretrain")), *script_argv]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def single_process_env() -> None:
