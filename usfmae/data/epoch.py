@@ -30,6 +30,13 @@ def rng(*parts: int) -> np.random.Generator:
     return np.random.default_rng([int(p) & 0xFFFFFFFF for p in parts])
 
 
+def seed_of(*parts: int) -> int:
+    """A seed for a torch generator (62 bits) drawn from `rng(*parts)`: the one way a per-sample or per-step
+    seed is derived from (seed, epoch or step, position, rank...). The last part tags the use (stream.py: 4,
+    per-sample augmentation; train/engine.py: 5, per-micro-step masking), so two uses never share draws."""
+    return int(rng(*parts).integers(2**62))
+
+
 def apportion(total: int, weights: list[float]) -> list[int]:
     """`total` split in proportion to `weights`, by largest remainder: integers that sum to `total`."""
     w = np.asarray(weights, dtype=np.float64)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .epoch import Segment, epoch_order, rng, take, total
+from .epoch import Segment, epoch_order, seed_of, take, total
 from .sources import Shard
 from .windows import SourceSequence, WindowReader
 
@@ -70,7 +70,7 @@ def worker_init(worker_id: int) -> None:
 
 def position_seed(seed: int, epoch: int, position: int) -> int:
     """Seed of one sample's augmentation draws: the same at any world size or resume point."""
-    return int(rng(seed, epoch, position, 4).integers(2**62))
+    return seed_of(seed, epoch, position, 4)
 
 
 class _StreamEpoch:

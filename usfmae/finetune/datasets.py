@@ -25,8 +25,7 @@ from torchvision.transforms import v2 as T
 from usfmae.constants import DEFAULT_IMAGE_SIZE
 from usfmae.data.transforms import normalize
 from usfmae.io.intensity import to_rgb
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from usfmae.io.kinds import IMAGE_EXTENSIONS
 
 
 def is_image_file(path: Path) -> bool:
