@@ -23,7 +23,7 @@ import webdataset as wds
 from PIL import Image
 
 from usfmae.constants import DEFAULT_IMAGE_SIZE
-from usfmae.data.synthetic import write_corpus
+from usfmae.testing.synthetic import write_corpus
 from usfmae.shards.manifest import ShardManifest
 from usfmae.shards.samples import encode_png
 

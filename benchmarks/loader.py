@@ -425,7 +425,7 @@ def main(argv=None) -> int:
         report = {
             "benchmark": "loader: decode + augment, images per CPU-second, 1 thread",
             "machine": {**machine, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
-            "data": {"shards": str(shards_dir) if args.shards else "synthetic (usfmae.data.synthetic, no overlays)",
+            "data": {"shards": str(shards_dir) if args.shards else "synthetic (usfmae.testing.synthetic, no overlays)",
                      "images": sum(s.samples for s in shards), "shard_files": len(shards), "image_size": size,
                      "shard_bytes_per_image": round(shard_bytes_per_image(shards_dir)),
                      "rgb_shard_bytes_per_image": round(shard_bytes_per_image(rgb_dir))},

@@ -12,7 +12,7 @@ seed, the same number of optimizer steps and batch, the tiny preset (64x64, 8x8 
                        token level, our interpretation)
   multiscale_feature   the same plus feature-level masking: zeroed 1x1/2x2 blocks of visible-token
                        features entering encoder blocks 1 and 2, 15% of the grid (training only)
-Lesion-size buckets: lesion radius as a fraction of the image side (usfmae.data.synthetic's lesion_scale):
+Lesion-size buckets: lesion radius as a fraction of the image side (usfmae.testing.synthetic's lesion_scale):
 small 0.03-0.06, medium 0.06-0.12, large 0.12-0.25; at 64 px, lesion diameters of roughly 0.5-1, 1-2 and
 2-4 patches, matching the three block scales. Images are rendered at 128 px and area-downsampled to 64 px
 (the generator cannot place a large lesion in every 64 px fan). The pretraining corpus mixes the buckets
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from usfmae.config import load_config
-from usfmae.data.synthetic import generate_ultrasound
+from usfmae.testing.synthetic import generate_ultrasound
 from usfmae.finetune.seg_config import SegmentationConfig
 from usfmae.finetune.seg_main import run_segmentation
 from usfmae.ports import free_port

@@ -11,7 +11,7 @@ import torch
 
 from usfmae.cleaning.evaluate import real_us_folder
 from usfmae.ports import free_port  # noqa: F401  (for tests)
-from usfmae.ray_local import auth_env, private_head
+from usfmae.testing.ray_local import auth_env, private_head
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

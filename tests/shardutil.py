@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import webdataset as wds
 
-from usfmae.data.synthetic import generate_ultrasound
+from usfmae.testing.synthetic import generate_ultrasound
 from usfmae.shards.manifest import MANIFEST_NAME, ShardManifest
 
 

@@ -18,7 +18,7 @@ from usfmae.io import dispatch
 from usfmae.shards import assemble
 from usfmae.shards.build import prepare_build, run_local
 from usfmae.shards.config import BuildConfig
-from usfmae.shards.corpus import write_images, write_mixed_corpus
+from usfmae.testing.corpus import write_images, write_mixed_corpus
 from usfmae.shards.sink import LocalSink
 from usfmae.shards.writer import ShardError, write_shard
 

@@ -21,7 +21,7 @@ from usfmae.data.sources import resolve
 from usfmae.io import printable
 from usfmae.shards.build import run_local
 from usfmae.shards.config import BuildConfig, S3Config
-from usfmae.shards.corpus import write_images, write_mixed_corpus
+from usfmae.testing.corpus import write_images, write_mixed_corpus
 from usfmae.shards.sink import S3Sink, open_sink
 
 from conftest import BIN, REPO, free_port, private_head, run

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from usfmae.io import iter_frames
-from usfmae.shards.corpus import write_images, write_mixed_corpus
+from usfmae.testing.corpus import write_images, write_mixed_corpus
 
 from conftest import REPO, run
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from usfmae.data.synthetic import write_corpus, write_labeled
+from usfmae.testing.synthetic import write_corpus, write_labeled
 from usfmae.model import create_model
 
 from conftest import BIN, REPO, free_port, run

@@ -19,7 +19,7 @@ import torch
 from torch.utils.cpp_extension import get_default_build_root
 
 from usfmae import netguard
-from usfmae.data.synthetic import write_corpus, write_labeled
+from usfmae.testing.synthetic import write_corpus, write_labeled
 
 from conftest import BIN, REPO, free_port, run
 

@@ -18,7 +18,7 @@ import cv2
 import pytest
 import webdataset as wds
 
-from usfmae.data.synthetic import generate_ultrasound
+from usfmae.testing.synthetic import generate_ultrasound
 
 from conftest import BIN, REPO, free_port
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from usfmae.config import ConfigError, PretrainConfig, load_config
-from usfmae.data.synthetic import write_labeled
+from usfmae.testing.synthetic import write_labeled
 
 from conftest import BIN, REPO, free_port, run
 from shardutil import make_shards
