@@ -82,11 +82,6 @@ def psnr_from_mse(mse: float) -> float:
     return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
 
 
-def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
-    """PSNR in dB between two uint8 images, over the pixels in `where` (HxW)."""
-    return psnr_from_mse(mean_squared_error(a, b, where))
-
-
 # ---------------------------------------------------------------- real files
 
 REAL_US_ENV = "USFMAE_REAL_US"
