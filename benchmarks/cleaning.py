@@ -61,9 +61,9 @@ from usfmae.cleaning.evaluate import (
 )
 from usfmae.cleaning.image import to_rgb_uint8
 from usfmae.cleaning.ocr import resolve_engine
+from usfmae.io import ReadError, iter_frames, list_inputs
 from usfmae.testing.annotated import NAMES, generate_annotated
 from usfmae.testing.synthetic import generate_ultrasound
-from usfmae.io import ReadError, iter_frames, list_inputs
 
 REAL_IMAGES = ("examples_palette.dcm", "examples_rgb_color.dcm", "examples_jpeg2k.dcm", "examples_ybr_color.dcm")
 SYNTHETIC_SIZE = (480, 640)  # a common scanner frame

@@ -23,9 +23,9 @@ import webdataset as wds
 from PIL import Image
 
 from usfmae.constants import DEFAULT_IMAGE_SIZE
-from usfmae.testing.synthetic import write_corpus
 from usfmae.shards.manifest import ShardManifest
 from usfmae.shards.samples import encode_png
+from usfmae.testing.synthetic import write_corpus
 
 
 # ---------------------------------------------------------------- machine and memory

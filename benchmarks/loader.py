@@ -74,8 +74,8 @@ from common import (cpu_seconds, machine_info, pack_shards, rss_mb, single_core,
 
 from usfmae.constants import DEFAULT_IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from usfmae.data import stream, windows  # noqa: E402
-from usfmae.data.sources import resolve  # noqa: E402
 from usfmae.data.epoch import Segment  # noqa: E402
+from usfmae.data.sources import resolve  # noqa: E402
 from usfmae.data.stream import PretrainStream, StreamPlan, decode_image, stack_images, worker_init  # noqa: E402
 from usfmae.data.windows import read_shard  # noqa: E402
 from usfmae.data.transforms import (CROP_SCALE, ROTATION, FusedAugment, draw_params, normalize, fused_warp,  # noqa: E402

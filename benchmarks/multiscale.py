@@ -41,10 +41,10 @@ import numpy as np
 import torch
 
 from usfmae.config import load_config
-from usfmae.testing.synthetic import generate_ultrasound
 from usfmae.finetune.seg_config import SegmentationConfig
 from usfmae.finetune.seg_main import run_segmentation
 from usfmae.ports import free_port
+from usfmae.testing.synthetic import generate_ultrasound
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

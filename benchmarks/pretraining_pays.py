@@ -57,7 +57,6 @@ from common import machine_info  # noqa: E402
 
 from usfmae.checkpoint import load_into, save_safetensors  # noqa: E402
 from usfmae.config import PretrainConfig, load_config  # noqa: E402
-from usfmae.testing.synthetic import CLASS_NAMES, write_corpus, write_labeled  # noqa: E402
 from usfmae.finetune.config import FinetuneConfig  # noqa: E402
 from usfmae.finetune.datasets import FolderDataset, LabelledImages, transforms_for  # noqa: E402
 from usfmae.finetune.encoder import build_classifier, checkpoint_preset  # noqa: E402
@@ -66,6 +65,7 @@ from usfmae.finetune.probe import extract_features, monitor_knn  # noqa: E402
 from usfmae.finetune.sweep import choose, finetune_cell, mean_std, probe_sweep  # noqa: E402
 from usfmae.model import create_model  # noqa: E402
 from usfmae.ports import free_port  # noqa: E402
+from usfmae.testing.synthetic import CLASS_NAMES, write_corpus, write_labeled  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

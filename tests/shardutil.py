@@ -7,8 +7,8 @@ from pathlib import Path
 import cv2
 import webdataset as wds
 
-from usfmae.testing.synthetic import generate_ultrasound
 from usfmae.shards.manifest import MANIFEST_NAME, ShardManifest
+from usfmae.testing.synthetic import generate_ultrasound
 
 
 def make_shards(out: Path, sizes: list[int], size: int = 64, seed: int = 0, prefix: str = "shard",

@@ -12,7 +12,7 @@ import pytest
 from usfmae.io import iter_frames
 from usfmae.testing.corpus import write_images, write_mixed_corpus
 
-from conftest import REPO, run
+from helpers import REPO, run
 
 sys.path.insert(0, str(REPO / "preprocessing"))
 import clean_images  # noqa: E402

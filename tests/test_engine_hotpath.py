@@ -14,7 +14,7 @@ from usfmae.config import ConfigError, PretrainConfig, load_config
 from usfmae.train.device import cpu_threads
 from usfmae.train.health import StepHealth, skip_non_finite_steps
 
-from conftest import REPO
+from helpers import REPO
 from shardutil import make_shards
 from syncutil import SyncRecorder
 

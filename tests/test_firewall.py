@@ -19,9 +19,10 @@ import torch
 from torch.utils.cpp_extension import get_default_build_root
 
 from usfmae import netguard
+from usfmae.ports import free_port
 from usfmae.testing.synthetic import write_corpus, write_labeled
 
-from conftest import BIN, REPO, free_port, run
+from helpers import BIN, REPO, run
 
 GUARD_DIR = REPO / "tests/firewall"
 

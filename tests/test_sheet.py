@@ -8,10 +8,10 @@ import numpy as np
 from usfmae.cleaning import CleaningConfig, clean_image
 from usfmae.cleaning.result import CleanResult
 from usfmae.cleaning.sheet import CAPTION_HEIGHT, GAP, INPAINTED, PANEL_WIDTH, SheetBuilder, mask_view, sheet_row
-from usfmae.testing.synthetic import generate_ultrasound
 from usfmae.testing.corpus import write_cine_avi, write_images
+from usfmae.testing.synthetic import generate_ultrasound
 
-from conftest import REPO
+from helpers import REPO
 
 sys.path.insert(0, str(REPO / "preprocessing"))
 import clean_images  # noqa: E402
