@@ -16,6 +16,7 @@ from usfmae.constants import IMAGENET_STD
 from usfmae.data.stream import decode_image, stack_images
 from usfmae.data.transforms import denormalize, normalize_batch, pretrain_transform
 from usfmae.finetune.datasets import FolderDataset, transforms_for
+from usfmae.io import iter_frames
 from usfmae.shards.build import run_local
 from usfmae.shards.config import BuildConfig
 
@@ -57,3 +58,12 @@ def test_same_16_bit_scan_reaches_the_encoder_with_the_same_intensities(tmp_path
     assert (pre01 - ft01).abs().max().item() <= 1 / 255 + 1e-6
     assert pre01.min().item() == 0.0 and pre01.max().item() == 1.0
     assert (pretrain - finetune).abs().max().item() <= 1 / (255 * min(IMAGENET_STD)) + 1e-5
+
+
+def test_a_16_bit_png_in_a_shard_decodes_as_the_readers_read_it(tmp_path):
+    # Shards from other tools may hold 16-bit PNGs: the stream converts them by the same rule as the readers.
+    pixels = scan_16bit()
+    ok, png = cv2.imencode(".png", pixels)
+    (tmp_path / "scan.png").write_bytes(png.tobytes())
+    (frame,) = list(iter_frames(tmp_path / "scan.png"))
+    assert np.array_equal(decode_image({"__key__": "k", "png": png.tobytes()}), frame.image)
