@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision.transforms import RandomResizedCrop
+from torchvision.transforms import v2
 
 from usfmae.constants import IMAGENET_MEAN, IMAGENET_STD
 from usfmae.finetune.datasets import CsvDataset, FolderDataset, load_rgb, transforms_for
@@ -158,10 +158,11 @@ def test_random_resized_crop_with_scale_above_one_never_exceeds_the_image():
     # so every crop taken covers between ~50% and 100% of the image.
     torch.manual_seed(0)
     image = torch.zeros(3, 100, 100)
+    crop = v2.RandomResizedCrop(32, scale=(0.5, 2.0), ratio=(3 / 4, 4 / 3))  # the v2 transform transforms_for uses
     fractions = []
     for _ in range(2000):
-        _, _, h, w = RandomResizedCrop.get_params(image, scale=[0.5, 2.0], ratio=[3 / 4, 4 / 3])
-        fractions.append(h * w / 100 / 100)
+        params = crop.make_params([image])
+        fractions.append(params["height"] * params["width"] / 100 / 100)
     fractions = np.array(fractions)
     assert fractions.max() <= 1.0
     assert fractions.min() >= 0.48  # 0.5 up to rounding of the crop sides
