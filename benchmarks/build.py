@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "preprocessing"))
 import build_shards  # noqa: E402
 from usfmae.shards.build import finish_build, prepare_build, run_local  # noqa: E402
 from usfmae.shards.config import BuildConfig  # noqa: E402
-from usfmae.shards.corpus import write_images  # noqa: E402
+from usfmae.testing.corpus import write_images  # noqa: E402
 
 
 def config(inputs: Path, output: Path, args: argparse.Namespace) -> BuildConfig:

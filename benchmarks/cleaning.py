@@ -5,7 +5,7 @@
     python benchmarks/cleaning.py --sections real_us annotated
 
 Prints one JSON document, a key per section:
-  synthetic  usfmae.data.synthetic.generate_ultrasound scans with pixel-exact overlay masks:
+  synthetic  usfmae.testing.synthetic.generate_ultrasound scans with pixel-exact overlay masks:
              pixel recall/precision of the mask against the drawn overlays, PSNR of the cleaned
              image against the overlay-free scan inside the overlays and more than 3 px away
              from them (damage to the scan)
@@ -19,7 +19,7 @@ Prints one JSON document, a key per section:
              the tesseract binary started per call instead of the in-process engine
              (text.engine); reference_tesseract_default_threads is the reference with
              Tesseract's OpenMP threads left on, as the paper's notebook ran it
-  annotated  usfmae.data.annotated scans (annotations inside the scan area, bright tissue that
+  annotated  usfmae.testing.annotated scans (annotations inside the scan area, bright tissue that
              looks like annotation): recall per kind inside and outside the scan area, precision
              inside it (strict, and with a 2 px / visibly-changed tolerance), share of bright
              interfaces and reflectors masked, and the typed surnames OCR reads before and after;
@@ -61,15 +61,15 @@ from usfmae.cleaning.evaluate import (
 )
 from usfmae.cleaning.image import to_rgb_uint8
 from usfmae.cleaning.ocr import resolve_engine
-from usfmae.data.annotated import NAMES, generate_annotated
-from usfmae.data.synthetic import generate_ultrasound
 from usfmae.io import ReadError, iter_frames, list_inputs
+from usfmae.testing.annotated import NAMES, generate_annotated
+from usfmae.testing.synthetic import generate_ultrasound
 
 REAL_IMAGES = ("examples_palette.dcm", "examples_rgb_color.dcm", "examples_jpeg2k.dcm", "examples_ybr_color.dcm")
 SYNTHETIC_SIZE = (480, 640)  # a common scanner frame
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("classic", "annotated", "real_us")  # classic = the synthetic, real and speed keys
-# usfmae.data.annotated sets: (name, first seed, count, size, jpeg quality, coloured annotations).
+# usfmae.testing.annotated sets: (name, first seed, count, size, jpeg quality, coloured annotations).
 # The cleaner was developed on seeds 0-29; the held-out sets use seeds never looked at.
 ANNOTATED_SETS = (
     ("development", 0, 30, (480, 640), None, True),
@@ -223,7 +223,7 @@ def speedups(seconds: dict[str, dict[str, float]]) -> dict[str, dict[str, float]
 
 
 def names_read(image: np.ndarray) -> list[str]:
-    """Typed surnames (usfmae.data.annotated.NAMES) among the words the independent OCR pass reads."""
+    """Typed surnames (usfmae.testing.annotated.NAMES) among the words the independent OCR pass reads."""
     return identifying_words(readable_words(image), set(NAMES))
 
 

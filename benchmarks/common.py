@@ -23,10 +23,9 @@ import webdataset as wds
 from PIL import Image
 
 from usfmae.constants import DEFAULT_IMAGE_SIZE
-from usfmae.data.synthetic import write_corpus
+from usfmae.shards.manifest import ShardManifest
 from usfmae.shards.samples import encode_png
-
-MANIFEST_FORMAT = "usfmae-shards/1"
+from usfmae.testing.synthetic import write_corpus
 
 
 # ---------------------------------------------------------------- machine and memory
@@ -113,9 +112,8 @@ def pack_shards(pngs: list[Path], out_dir: Path, shard_size: int, storage: str =
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         entries.append({"name": name, "samples": len(pngs[start:start + shard_size]),
                         "bytes": path.stat().st_size, "sha256": digest})
-    manifest = {"format": MANIFEST_FORMAT, "image_size": DEFAULT_IMAGE_SIZE, "storage": storage,
-                "total_samples": sum(e["samples"] for e in entries), "shards": entries}
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    manifest = ShardManifest.build(entries, image_size=DEFAULT_IMAGE_SIZE, storage=storage)
+    (out_dir / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=1))
     return out_dir
 
 

@@ -74,11 +74,11 @@ from common import (cpu_seconds, machine_info, pack_shards, rss_mb, single_core,
 
 from usfmae.constants import DEFAULT_IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from usfmae.data import stream, windows  # noqa: E402
-from usfmae.data.sources import resolve  # noqa: E402
 from usfmae.data.epoch import Segment  # noqa: E402
+from usfmae.data.sources import resolve  # noqa: E402
 from usfmae.data.stream import PretrainStream, StreamPlan, decode_image, stack_images, worker_init  # noqa: E402
 from usfmae.data.windows import read_shard  # noqa: E402
-from usfmae.data.transforms import (CROP_SCALE, ROTATION, FusedAugment, draw_params, fused_warp,  # noqa: E402
+from usfmae.data.transforms import (CROP_SCALE, ROTATION, FusedAugment, draw_params, normalize, fused_warp,  # noqa: E402
                                     normalize_batch, pretrain_transform, to_chw)
 
 TARGET_RATIO = 3.0
@@ -116,7 +116,7 @@ def previous_transform(size: int) -> v2.Compose:
     """The previous library transform: v2 augmentations, then float conversion and normalisation per image."""
     return v2.Compose([v2.RandomRotation(degrees=ROTATION), v2.RandomHorizontalFlip(0.5), v2.RandomVerticalFlip(0.5),
                        v2.RandomResizedCrop(size, scale=CROP_SCALE, antialias=True),
-                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD))])
+                       v2.ToDtype(torch.float32, scale=True), normalize()])
 
 
 class SeedAllBackends:
@@ -425,7 +425,7 @@ def main(argv=None) -> int:
         report = {
             "benchmark": "loader: decode + augment, images per CPU-second, 1 thread",
             "machine": {**machine, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
-            "data": {"shards": str(shards_dir) if args.shards else "synthetic (usfmae.data.synthetic, no overlays)",
+            "data": {"shards": str(shards_dir) if args.shards else "synthetic (usfmae.testing.synthetic, no overlays)",
                      "images": sum(s.samples for s in shards), "shard_files": len(shards), "image_size": size,
                      "shard_bytes_per_image": round(shard_bytes_per_image(shards_dir)),
                      "rgb_shard_bytes_per_image": round(shard_bytes_per_image(rgb_dir))},

@@ -12,7 +12,7 @@ seed, the same number of optimizer steps and batch, the tiny preset (64x64, 8x8 
                        token level, our interpretation)
   multiscale_feature   the same plus feature-level masking: zeroed 1x1/2x2 blocks of visible-token
                        features entering encoder blocks 1 and 2, 15% of the grid (training only)
-Lesion-size buckets: lesion radius as a fraction of the image side (usfmae.data.synthetic's lesion_scale):
+Lesion-size buckets: lesion radius as a fraction of the image side (usfmae.testing.synthetic's lesion_scale):
 small 0.03-0.06, medium 0.06-0.12, large 0.12-0.25; at 64 px, lesion diameters of roughly 0.5-1, 1-2 and
 2-4 patches, matching the three block scales. Images are rendered at 128 px and area-downsampled to 64 px
 (the generator cannot place a large lesion in every 64 px fan). The pretraining corpus mixes the buckets
@@ -29,7 +29,6 @@ import csv
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,9 +41,10 @@ import numpy as np
 import torch
 
 from usfmae.config import load_config
-from usfmae.data.synthetic import generate_ultrasound
 from usfmae.finetune.seg_config import SegmentationConfig
 from usfmae.finetune.seg_main import run_segmentation
+from usfmae.ports import free_port
+from usfmae.testing.synthetic import generate_ultrasound
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -144,12 +144,6 @@ def wait(proc: subprocess.Popen, log: Path) -> None:
 
 def run(cmd: list, log: Path) -> None:
     wait(start(cmd, log), log)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pretrain(arm: str, shards: Path, out: Path, steps: int) -> tuple[Path | None, float]:

@@ -15,7 +15,7 @@ Encoders: configs/pretrain_pays.yaml (tiny MAE at 128 px with 16 px patches), th
 number of steps, each run by the real launcher (deepspeed --num_gpus 1 launch/pretrain.py) with its k-NN /
 linear-probe monitor (logging.knn_every) on a monitor set that is neither the validation nor the test set.
 
-Data (usfmae.data.synthetic, default lesions, no overlays, every set from its own generator seed): an unlabelled
+Data (usfmae.testing.synthetic, default lesions, no overlays, every set from its own generator seed): an unlabelled
 corpus built into shards by preprocessing/build_shards.py; a labelled pool (train), a validation split, a test
 split, and the monitor set. Label fractions are class-stratified, nested subsets of the pool (1% inside 10%
 inside 100% for a seed); every fine-tuning run takes the same number of steps (each epoch repeats the subset up
@@ -57,7 +57,6 @@ from common import machine_info  # noqa: E402
 
 from usfmae.checkpoint import load_into, save_safetensors  # noqa: E402
 from usfmae.config import PretrainConfig, load_config  # noqa: E402
-from usfmae.data.synthetic import CLASS_NAMES, write_corpus, write_labeled  # noqa: E402
 from usfmae.finetune.config import FinetuneConfig  # noqa: E402
 from usfmae.finetune.datasets import FolderDataset, LabelledImages, transforms_for  # noqa: E402
 from usfmae.finetune.encoder import build_classifier, checkpoint_preset  # noqa: E402
@@ -65,7 +64,8 @@ from usfmae.finetune.folds import seed_everything, stratified_subset  # noqa: E4
 from usfmae.finetune.probe import extract_features, monitor_knn  # noqa: E402
 from usfmae.finetune.sweep import choose, finetune_cell, mean_std, probe_sweep  # noqa: E402
 from usfmae.model import create_model  # noqa: E402
-from usfmae.ray_local import free_port  # noqa: E402
+from usfmae.ports import free_port  # noqa: E402
+from usfmae.testing.synthetic import CLASS_NAMES, write_corpus, write_labeled  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -40,7 +40,6 @@ import ctypes
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,6 +56,7 @@ from usfmae.config import PretrainConfig, load_config  # noqa: E402
 from usfmae.data.stream import PretrainStream, StreamPlan  # noqa: E402
 from usfmae.data.transforms import normalize_batch, pretrain_transform  # noqa: E402
 from usfmae.model import create_model, get_masking  # noqa: E402
+from usfmae.ports import free_port  # noqa: E402
 from usfmae.train.optim import build_optimizer  # noqa: E402
 from usfmae.train.schedule import lr_at  # noqa: E402
 
@@ -90,9 +90,7 @@ def single_rank_group() -> None:
 
     if dist.is_initialized():
         return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     deepspeed.init_distributed(dist_backend="gloo", verbose=False)
 
@@ -394,9 +392,7 @@ def run_launcher(shards: Path, batch: int, steps: int, skip_records: int, ranks:
                  env: dict | None = None) -> dict:
     """The real launcher on `ranks` CPU ranks; mean images/s of the metrics.jsonl records after the first few."""
     with tempfile.TemporaryDirectory() as out:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         args = ["--max-steps", str(steps), "--set", f"deepspeed.micro_batch_size={batch}", *[
             x for kv in ("logging.every_steps=5", "logging.tensorboard=false", "logging.image_grid_every=0",
                          "checkpoint.every_steps=1000000", *sets) for x in ("--set", kv)]]

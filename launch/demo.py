@@ -26,9 +26,9 @@ import cv2
 import yaml
 from pydicom.data import get_testdata_file
 
-from usfmae.data.synthetic import write_corpus, write_labeled
+from usfmae.testing.synthetic import write_corpus, write_labeled
 from usfmae.io import ReaderConfig, iter_frames
-from usfmae.ray_local import auth_env, private_head
+from usfmae.testing.ray_local import auth_env, private_head
 
 REPO = Path(__file__).resolve().parents[1]
 DICOMS = ["examples_palette.dcm", "examples_rgb_color.dcm", "examples_jpeg2k.dcm", "examples_ybr_color.dcm"]

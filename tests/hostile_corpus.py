@@ -35,8 +35,8 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from usfmae.data.synthetic import generate_ultrasound
 from usfmae.io.files import PATH_MAX
+from usfmae.testing.synthetic import generate_ultrasound
 
 SIDE = 96  # good scans are small (the end-to-end builds clean every frame) but big enough for the sector finder
 SECRET = b"SECRET-OUTSIDE-THE-INPUT-FOLDER:"  # repeated in every file outside the input folder

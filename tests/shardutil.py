@@ -7,7 +7,8 @@ from pathlib import Path
 import cv2
 import webdataset as wds
 
-from usfmae.data.synthetic import generate_ultrasound
+from usfmae.shards.manifest import MANIFEST_NAME, ShardManifest
+from usfmae.testing.synthetic import generate_ultrasound
 
 
 def make_shards(out: Path, sizes: list[int], size: int = 64, seed: int = 0, prefix: str = "shard",
@@ -28,6 +29,5 @@ def make_shards(out: Path, sizes: list[int], size: int = 64, seed: int = 0, pref
                 n += 1
         data = (out / name).read_bytes()
         entries.append({"name": name, "samples": count, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-    (out / "manifest.json").write_text(json.dumps({"format": "usfmae-shards/1", "total_samples": n,
-                                                   "shards": entries}))
+    (out / MANIFEST_NAME).write_text(json.dumps(ShardManifest.build(entries).to_dict()))
     return out

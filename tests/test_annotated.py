@@ -1,10 +1,10 @@
-"""usfmae.data.annotated: annotated synthetic scans with a truth mask per annotation and tissue kind."""
+"""usfmae.testing.annotated: annotated synthetic scans with a truth mask per annotation and tissue kind."""
 
 import numpy as np
 import pytest
 
-from usfmae.data.annotated import ANNOTATION_KINDS, NAMES, TISSUE_KINDS, generate_annotated
-from usfmae.data.synthetic import _render_clean
+from usfmae.testing.annotated import ANNOTATION_KINDS, NAMES, TISSUE_KINDS, generate_annotated
+from usfmae.testing.synthetic import _render_clean
 
 SIZE = (240, 320)
 SEEDS = range(12)

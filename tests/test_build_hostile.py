@@ -18,11 +18,11 @@ from usfmae.io import dispatch
 from usfmae.shards import assemble
 from usfmae.shards.build import prepare_build, run_local
 from usfmae.shards.config import BuildConfig
-from usfmae.shards.corpus import write_images, write_mixed_corpus
 from usfmae.shards.sink import LocalSink
 from usfmae.shards.writer import ShardError, write_shard
+from usfmae.testing.corpus import write_images, write_mixed_corpus
 
-from conftest import REPO
+from helpers import REPO
 from hostile_corpus import png_bytes, restore_permissions, scan_image, write_hostile_corpus
 
 

@@ -16,16 +16,16 @@ import webdataset as wds
 from pydicom.data import get_testdata_file
 
 from usfmae.config import ConfigError
-from usfmae.data.synthetic import generate_ultrasound
 from usfmae.io import ReaderConfig, content_key
 from usfmae.registry import DownstreamDatasetError
 from usfmae.shards.build import prepare_build, run_local
 from usfmae.shards.config import BuildConfig, load_build_config
-from usfmae.shards.corpus import PYDICOM_ULTRASOUND, write_cine_avi, write_images, write_mixed_corpus
 from usfmae.shards.estimate import estimate_frames, kept_count
 from usfmae.shards.plan import InputRef, plan_shards
 from usfmae.shards.sink import LocalSink
 from usfmae.shards.tar import SampleTar
+from usfmae.testing.corpus import PYDICOM_ULTRASOUND, write_cine_avi, write_images, write_mixed_corpus
+from usfmae.testing.synthetic import generate_ultrasound
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT_VRS = ("PN", "LO", "SH", "DA", "TM", "DT", "UI", "ST", "LT", "AE")

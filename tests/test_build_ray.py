@@ -20,12 +20,14 @@ from usfmae.commands import build_shards  # the entry point, run in-process agai
 from usfmae.data import s3 as s3mod
 from usfmae.data.sources import resolve
 from usfmae.io import printable
+from usfmae.ports import free_port
 from usfmae.shards.build import run_local
 from usfmae.shards.config import BuildConfig, S3Config
-from usfmae.shards.corpus import write_images, write_mixed_corpus
 from usfmae.shards.sink import S3Sink, open_sink
+from usfmae.testing.corpus import write_images, write_mixed_corpus
+from usfmae.testing.ray_local import private_head
 
-from conftest import BIN, REPO, free_port, private_head, run
+from helpers import BIN, REPO, run
 from hostile_corpus import restore_permissions, write_hostile_corpus
 
 BUILD = REPO / "preprocessing/build_shards.py"

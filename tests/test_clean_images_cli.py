@@ -11,9 +11,9 @@ import pytest
 
 from usfmae.commands import clean_images
 from usfmae.io import iter_frames
-from usfmae.shards.corpus import write_images, write_mixed_corpus
+from usfmae.testing.corpus import write_images, write_mixed_corpus
 
-from conftest import REPO, run
+from helpers import REPO, run
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,15 @@ import pytest
 from usfmae.cleaning import CleaningConfig, resize_square, to_rgb_uint8
 
 
-def test_12_bit_data_is_scaled_by_its_bit_depth():
+def test_12_bit_data_is_stretched_to_its_own_range():
     image = np.array([[0, 2048, 4095]], np.uint16)
     assert to_rgb_uint8(image)[0, :, 0].tolist() == [0, 128, 255]
 
 
-def test_16_bit_full_range_and_small_values():
+def test_16_bit_data_follows_the_readers_min_max_rule():
     assert to_rgb_uint8(np.array([[0, 65535]], np.uint16))[0, :, 1].tolist() == [0, 255]
-    assert to_rgb_uint8(np.array([[7, 200]], np.uint16))[0, :, 2].tolist() == [7, 200]  # already 8-bit range
+    assert to_rgb_uint8(np.array([[1000, 20500, 40000]], np.uint16))[0, :, 2].tolist() == [0, 128, 255]
+    assert to_rgb_uint8(np.array([[7, 200]], np.uint16))[0, :, 2].tolist() == [0, 255]  # same rule at any range
 
 
 def test_float_signed_bool_and_rgba():
@@ -31,9 +32,10 @@ def test_gray_becomes_three_equal_channels():
     assert out.shape == (3, 4, 3) and np.array_equal(out[:, :, 0], out[:, :, 2])
 
 
-def test_nan_is_rejected_with_source():
+def test_nan_becomes_black_and_all_nan_is_rejected_with_source():
+    assert to_rgb_uint8(np.array([[np.nan, 0.0, 1.0]]))[0, :, 0].tolist() == [0, 0, 255]
     with pytest.raises(ValueError, match="frame 3"):
-        to_rgb_uint8(np.array([[np.nan, 1.0]]), "frame 3")
+        to_rgb_uint8(np.array([[np.nan, np.inf]]), "frame 3")
 
 
 def test_resize_square_uses_area_interpolation():

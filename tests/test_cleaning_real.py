@@ -14,7 +14,7 @@ from usfmae.cleaning import CleaningConfig, clean_image
 from usfmae.cleaning.evaluate import date_words, dicom_identifiers, identifying_words, readable_words, real_us_folder
 from usfmae.io import ReadError, iter_frames, list_inputs
 
-from conftest import REPO
+from helpers import REPO
 
 FOLDER, REASON = real_us_folder(REPO)
 pytestmark = pytest.mark.skipif(FOLDER is None, reason=REASON)

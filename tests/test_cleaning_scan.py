@@ -1,4 +1,4 @@
-"""Annotations inside the scan area, and tissue that looks like them, on usfmae.data.annotated scans.
+"""Annotations inside the scan area, and tissue that looks like them, on usfmae.testing.annotated scans.
 
 One test per failure class of real scanner data (issue 13), on synthetic scans with pixel truth,
 so they run without the real files. Seeds here are held out: the cleaner was developed on 0-29.
@@ -10,7 +10,7 @@ import pytest
 
 from usfmae.cleaning import CleaningConfig, clean_image
 from usfmae.cleaning.evaluate import AnnotationTally, identifying_words, readable_words
-from usfmae.data.annotated import NAMES, generate_annotated
+from usfmae.testing.annotated import NAMES, generate_annotated
 
 SIZE = (360, 480)
 SEEDS = range(500, 508)

@@ -15,8 +15,9 @@ from usfmae import cli
 from usfmae.checkpoint import save_safetensors
 from usfmae.inspect_shards import inspect_shards, split_key
 from usfmae.model import create_model
+from usfmae.ports import free_port
 
-from conftest import BIN, REPO, free_port, run
+from helpers import BIN, REPO, run
 from shardutil import make_shards
 
 COMMANDS = ["build-shards", "clean", "pretrain", "finetune", "export", "inspect", "doctor"]

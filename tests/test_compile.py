@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from usfmae.model import create_model
 from test_elastic import checkpoint_digest
 
-from conftest import BIN, REPO, run
+from helpers import BIN, REPO, run
 from shardutil import make_shards
 
 

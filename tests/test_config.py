@@ -9,7 +9,7 @@ from usfmae import cli
 from usfmae.config import ConfigError, PretrainConfig, config_path, load_config, packaged_configs, save_resolved
 from usfmae.train.schedule import lr_at
 
-from conftest import REPO
+from helpers import REPO
 
 CONFIGS = ["configs/pretrain_vitb16.yaml", "configs/pretrain_tiny.yaml"]
 

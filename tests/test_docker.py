@@ -13,7 +13,7 @@ from packaging.version import Version
 
 from usfmae.netguard import OFFLINE_ENV
 
-from conftest import BIN, REPO
+from helpers import BIN, REPO
 
 DOCKERFILES = [REPO / "docker/Dockerfile.train", REPO / "docker/Dockerfile.ray"]
 LOCK = REPO / "docker/requirements.lock"

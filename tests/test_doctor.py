@@ -10,8 +10,9 @@ from moto.server import ThreadedMotoServer
 
 from usfmae import doctor
 from usfmae.netguard import OFFLINE_ENV, RAY_BOOTSTRAP_FILE
+from usfmae.ports import free_port
 
-from conftest import BIN, free_port
+from helpers import BIN
 
 ROWS = ["tesseract", "tesseract-api", "torch", "cuda", "nccl", "deepspeed", "deepspeed ops", "ray", "offline", "s3", "disk",
         "/dev/shm"]

@@ -7,10 +7,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from usfmae.data.synthetic import write_corpus, write_labeled
 from usfmae.model import create_model
+from usfmae.ports import free_port
+from usfmae.testing.synthetic import write_corpus, write_labeled
 
-from conftest import BIN, REPO, free_port, run
+from helpers import BIN, REPO, run
 
 pytestmark = pytest.mark.slow
 

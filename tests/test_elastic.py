@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 from usfmae.checkpoint import read_run_checkpoint
 from usfmae.model import create_model
 from usfmae.model.pos_embed import sincos_2d
+from usfmae.ports import free_port
 from usfmae.train.fullstate import FullState, digest
 
-from conftest import BIN, REPO, free_port, run
+from helpers import BIN, REPO, run
 from shardutil import make_shards
 
 SIZES = [40, 7, 23, 3, 31, 2]  # 106 samples, deliberately uneven

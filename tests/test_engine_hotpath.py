@@ -4,17 +4,17 @@ of every micro-batch since the last record, side work timed apart, and CPU threa
 
 import json
 import os
-import socket
 
 import pytest
 import torch
 
 import usfmae
 from usfmae.config import ConfigError, PretrainConfig, load_config
+from usfmae.ports import free_port
 from usfmae.train.device import cpu_threads
 from usfmae.train.health import StepHealth, skip_non_finite_steps
 
-from conftest import REPO
+from helpers import REPO
 from shardutil import make_shards
 from syncutil import SyncRecorder
 
@@ -27,9 +27,7 @@ def process_group():
     import deepspeed
     import torch.distributed as dist
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     saved = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     deepspeed.init_distributed(dist_backend="gloo", verbose=False)

@@ -11,12 +11,12 @@ from safetensors.torch import load_file
 
 from usfmae.checkpoint import save_safetensors
 from usfmae.commands import finetune as launch_finetune
-from usfmae.data.synthetic import write_labeled
 from usfmae.finetune import FinetuneConfig, build_classifier, run_finetune, table2_from_runs
 from usfmae.finetune.encoder import build_vit_classifier
 from usfmae.model import create_model
+from usfmae.testing.synthetic import write_labeled
 
-from conftest import BIN, REPO, run
+from helpers import BIN, REPO, run
 
 pytestmark = pytest.mark.usefixtures("one_thread", "no_network")
 

@@ -19,9 +19,10 @@ import torch
 from torch.utils.cpp_extension import get_default_build_root
 
 from usfmae import netguard
-from usfmae.data.synthetic import write_corpus, write_labeled
+from usfmae.ports import free_port
+from usfmae.testing.synthetic import write_corpus, write_labeled
 
-from conftest import BIN, REPO, free_port, run
+from helpers import BIN, REPO, run
 
 GUARD_DIR = REPO / "tests/firewall"
 
@@ -40,7 +41,8 @@ def firewall_env(tmp_path) -> dict:
     """The documented firewall-mode environment for one machine, plus the guard on PYTHONPATH and its logs."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    netguard.write_ray_bootstrap_stub(home)  # what the Docker images ship in the user's home
+    # what the Docker images ship in the user's home, so Ray's dashboard skips its cloud-metadata probe
+    (home / netguard.RAY_BOOTSTRAP_FILE).write_text("# usfmae: present so Ray does not probe cloud metadata servers\n{}\n")
     # HOME moves to keep the stub out of the real home; keep using the real torch-extensions cache so
     # DeepSpeed's CPU op is not rebuilt (an explicit TORCH_EXTENSIONS_DIR gets no pyXY_cuZZ subfolder).
     tag = f"cu{torch.version.cuda.replace('.', '')}" if torch.version.cuda else "cpu"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision.transforms import RandomResizedCrop
+from torchvision.transforms import v2
 
 from usfmae.constants import IMAGENET_MEAN, IMAGENET_STD
 from usfmae.finetune.datasets import CsvDataset, FolderDataset, load_rgb, transforms_for
@@ -26,11 +26,14 @@ def test_load_rgb_gray_becomes_three_equal_channels(tmp_path):
     assert load_rgb(_save(tmp_path / "c.jpg", mode="RGB", fmt="JPEG")).mode == "RGB"
 
 
-def test_load_rgb_16bit_tiff_is_scaled_not_clipped(tmp_path):
-    image = load_rgb(_save(tmp_path / "deep.tif", mode="I;16", value=65535))
-    assert np.asarray(image)[0, 0].tolist() == [255, 255, 255]
-    image = load_rgb(_save(tmp_path / "mid.tif", mode="I;16", value=257 * 100))
-    assert np.asarray(image)[0, 0].tolist() == [100, 100, 100]
+def test_load_rgb_16bit_tiff_is_stretched_as_the_readers_do_not_clipped(tmp_path):
+    path = tmp_path / "deep.tif"
+    Image.fromarray(np.array([[1000, 20500, 40000]] * 4, dtype=np.uint16)).save(path)
+    image = np.asarray(load_rgb(path))
+    assert image.shape == (4, 3, 3)
+    assert image[0, :, 0].tolist() == [0, 128, 255] and (image == image[:, :, :1]).all()
+    flat = load_rgb(_save(tmp_path / "flat.tif", mode="I;16", value=257 * 100))  # no range to stretch
+    assert np.asarray(flat)[0, 0].tolist() == [0, 0, 0]
 
 
 def test_load_rgb_errors_name_the_file(tmp_path):
@@ -155,10 +158,11 @@ def test_random_resized_crop_with_scale_above_one_never_exceeds_the_image():
     # so every crop taken covers between ~50% and 100% of the image.
     torch.manual_seed(0)
     image = torch.zeros(3, 100, 100)
+    crop = v2.RandomResizedCrop(32, scale=(0.5, 2.0), ratio=(3 / 4, 4 / 3))  # the v2 transform transforms_for uses
     fractions = []
     for _ in range(2000):
-        _, _, h, w = RandomResizedCrop.get_params(image, scale=[0.5, 2.0], ratio=[3 / 4, 4 / 3])
-        fractions.append(h * w / 100 / 100)
+        params = crop.make_params([image])
+        fractions.append(params["height"] * params["width"] / 100 / 100)
     fractions = np.array(fractions)
     assert fractions.max() <= 1.0
     assert fractions.min() >= 0.48  # 0.5 up to rounding of the crop sides

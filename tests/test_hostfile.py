@@ -18,9 +18,10 @@ import cv2
 import pytest
 import webdataset as wds
 
-from usfmae.data.synthetic import generate_ultrasound
+from usfmae.ports import free_port
+from usfmae.testing.synthetic import generate_ultrasound
 
-from conftest import BIN, REPO, free_port
+from helpers import BIN, REPO
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ import pytest
 from usfmae.io import ReaderConfig, ReadError, iter_frames, printable, scan_inputs
 from usfmae.io.intensity import NoFiniteValues, minmax_to_uint8
 
-from conftest import REPO
+from helpers import REPO
 from hostile_corpus import (IS_ROOT, gzip_zeros, mhd_text, nifti_header, png_bytes, restore_permissions, scan_image,
                             write_hostile_corpus)
 

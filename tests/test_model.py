@@ -7,7 +7,7 @@ from usfmae.model import create_model, num_masked, random_mask
 from usfmae.model.timm_vit import timm_vit_like
 from usfmae.checkpoint import mae_to_timm
 
-# SPEC "Model": the reference MAE's (facebookresearch/mae mae_vit_base_patch16_dec512d8b) parameter names.
+# The reference MAE's (facebookresearch/mae mae_vit_base_patch16_dec512d8b) parameter names.
 BLOCK_KEYS = ["norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
               "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias",
               "mlp.fc2.weight", "mlp.fc2.bias"]

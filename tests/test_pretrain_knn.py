@@ -8,9 +8,10 @@ import sys
 import pytest
 
 from usfmae.config import ConfigError, PretrainConfig, load_config
-from usfmae.data.synthetic import write_labeled
+from usfmae.ports import free_port
+from usfmae.testing.synthetic import write_labeled
 
-from conftest import BIN, REPO, free_port, run
+from helpers import BIN, REPO, run
 from shardutil import make_shards
 
 KNN_KEYS = {"knn/knn_accuracy", "knn/knn_macro_f1", "knn/linear_accuracy", "knn/linear_macro_f1", "knn/images",

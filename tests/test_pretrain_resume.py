@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from conftest import BIN, REPO, free_port, run
+from usfmae.ports import free_port
+
+from helpers import BIN, REPO, run
 from shardutil import make_shards
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ from usfmae.io import ReaderConfig, ReadError, detect_kind, iter_frames
 from usfmae.io.kinds import kind_from_content
 from usfmae.io.sampling import indices_for_count, sampled_indices
 
-from conftest import real_us_file
+from helpers import real_us_file
 from hostile_corpus import VIDEO_CONTAINERS
 
 H, W = 48, 64

@@ -8,11 +8,11 @@ import pytest
 from PIL import Image
 
 from usfmae.checkpoint import save_safetensors
-from usfmae.data.synthetic import write_segmentation
 from usfmae.finetune.seg_main import main
 from usfmae.model import create_model
+from usfmae.testing.synthetic import write_segmentation
 
-from conftest import BIN, REPO, run
+from helpers import BIN, REPO, run
 
 REPO_CONFIG = str(REPO / "configs" / "finetune_seg_tiny.yaml")
 

@@ -7,8 +7,8 @@ from usfmae.cleaning import CleaningConfig, clean_image
 from usfmae.cleaning.result import CleanResult
 from usfmae.cleaning.sheet import CAPTION_HEIGHT, GAP, INPAINTED, PANEL_WIDTH, SheetBuilder, mask_view, sheet_row
 from usfmae.commands import clean_images
-from usfmae.data.synthetic import generate_ultrasound
-from usfmae.shards.corpus import write_cine_avi, write_images
+from usfmae.testing.corpus import write_cine_avi, write_images
+from usfmae.testing.synthetic import generate_ultrasound
 
 
 def fake_result(shape=(60, 80), scan: bool = True) -> CleanResult:

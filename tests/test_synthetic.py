@@ -1,4 +1,4 @@
-"""Tests of the seeded synthetic ultrasound generator (usfmae.data.synthetic)."""
+"""Tests of the seeded synthetic ultrasound generator (usfmae.testing.synthetic)."""
 
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from usfmae.data.synthetic import (
+from usfmae.testing.synthetic import (
     CLASS_NAMES,
     SyntheticSample,
     _item_seed,

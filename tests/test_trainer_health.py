@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from usfmae.model import create_model
+from usfmae.ports import free_port
 
-from conftest import BIN, REPO, free_port
+from helpers import BIN, REPO
 from shardutil import make_shards
 from test_elastic import checkpoint_digest, records
 

@@ -10,7 +10,7 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
 from usfmae.constants import IMAGENET_MEAN, IMAGENET_STD
-from usfmae.data.synthetic import generate_ultrasound
+from usfmae.testing.synthetic import generate_ultrasound
 from usfmae.data.transforms import (CROP_RATIO, CROP_SCALE, ROTATION, AugmentParams, FusedAugment, denormalize,
                                     draw_params, fused_warp, normalize_batch, pretrain_transform, to_chw)
 

@@ -23,9 +23,10 @@ import cv2
 import numpy as np
 import pytest
 
-from usfmae.ray_local import auth_env
+from usfmae.ports import free_port
+from usfmae.testing.ray_local import auth_env
 
-from conftest import REPO, free_port, run
+from helpers import REPO, run
 
 pytestmark = pytest.mark.slow
 

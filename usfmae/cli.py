@@ -19,11 +19,11 @@ preprocessing/ and launch/ call too), so every option and exit code is theirs: `
 import importlib
 import os
 import shutil
-import socket
 import sys
 from pathlib import Path
 
 from .netguard import OFFLINE_ENV
+from .ports import free_port
 
 # command -> module of usfmae/commands/ holding its main(argv)
 MODULES = {"build-shards": "build_shards", "clean": "clean_images", "pretrain": "pretrain", "finetune": "finetune"}
@@ -91,12 +91,6 @@ def deepspeed_command(nproc: int, master_port: int | None, script_argv: list[str
     port = ["--master_port", str(master_port)] if master_port else []
     return [str(launcher), *port, "--num_gpus", str(nproc), "--module", "usfmae.commands.pretrain",
             *script_argv]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def single_process_env() -> None:

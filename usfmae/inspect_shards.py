@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from .data import s3, sources
+from .shards.manifest import ShardManifest
 
 NO_METADATA = "(no .json)"
 
@@ -49,7 +50,7 @@ class Inspection:
     source: str
     shards: list[ShardCount]
     datasets: dict[str, int]  # counted over all shards, sorted by name
-    manifest: dict | None
+    manifest: ShardManifest | None
     problems: list[str]
     picks: list[Pick]
 
@@ -146,12 +147,12 @@ def inspect_shards(spec: str, n_picks: int = 16, seed: int = 0, endpoint_url: st
         for name, n in count.datasets.items():
             datasets[name] = datasets.get(name, 0) + n
     datasets = dict(sorted(datasets.items()))
-    if manifest and "datasets" in manifest and manifest["datasets"] != datasets:
-        problems.append(f"manifest datasets {manifest['datasets']} != counted {datasets}")
+    if manifest and manifest.datasets is not None and manifest.datasets != datasets:
+        problems.append(f"manifest datasets {manifest.datasets} != counted {datasets}")
     return Inspection(spec, counts, datasets, manifest, problems, picks)
 
 
-def read_manifest_if_any(spec: str, endpoint_url: str | None) -> dict | None:
+def read_manifest_if_any(spec: str, endpoint_url: str | None) -> ShardManifest | None:
     if spec.startswith("s3://"):
         url = spec if spec.endswith(".json") else f"{spec.rstrip('/')}/{sources.MANIFEST}"
         return sources.read_manifest(url, endpoint_url)
@@ -197,7 +198,7 @@ def contact_sheet(picks: list[Pick], path: str | Path, side: int = 160, caption:
 def format_report(ins: Inspection) -> str:
     total = ins.total or 1
     lines = [f"{ins.source}: {ins.total} samples in {len(ins.shards)} shards"
-             + (f" (manifest: {ins.manifest.get('total_samples')})" if ins.manifest else " (no manifest)"), "",
+             + (f" (manifest: {ins.manifest.total_samples})" if ins.manifest else " (no manifest)"), "",
              f"{'dataset':<32} {'samples':>9} {'share':>7} {'shards':>7}"]
     for name, n in ins.datasets.items():
         in_shards = sum(1 for s in ins.shards if name in s.datasets)

@@ -219,15 +219,6 @@ def installed() -> bool:
     return bool(_ORIGINAL)
 
 
-def write_ray_bootstrap_stub(home) -> str:
-    """Create $HOME/ray_bootstrap_config.yaml (if missing) so Ray skips its cloud-metadata probe."""
-    path = os.path.join(os.fspath(home), RAY_BOOTSTRAP_FILE)
-    if not os.path.exists(path):
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("# usfmae firewall mode: present so Ray's dashboard does not probe cloud metadata servers\n{}\n")
-    return path
-
-
 def read_log(path) -> list[dict]:
     """The blocked attempts recorded in a log file (empty when the file does not exist)."""
     try:

@@ -1,4 +1,4 @@
-"""Burned-in text and annotation removal (SPEC: Cleaning pipeline). Pure numpy/OpenCV, no Ray."""
+"""Burned-in text and annotation removal (README "1. Build shards", Cleaning). Pure numpy/OpenCV, no Ray."""
 
 from usfmae.cleaning.config import CleaningConfig
 from usfmae.cleaning.image import resize_square, to_rgb_uint8

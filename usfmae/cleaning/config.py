@@ -419,7 +419,7 @@ class InpaintConfig(_Strict):
 
 
 class CleaningConfig(_Strict):
-    """Annotation removal before sharding (SPEC: Cleaning pipeline)."""
+    """Annotation removal before sharding (README "1. Build shards", Cleaning)."""
 
     enabled: bool = Field(True, description="Clean images at all (off: images pass through unchanged).")
     mode: Literal["reference", "fast"] = Field(

@@ -5,7 +5,7 @@ OCR (2x upscale, sparse-text segmentation, strict word filter), so a pipeline ca
 fooling the same reader it used to find the text. `date_words` and `identifying_words` pick the
 words that matter most among them: dates and times, and words of a DICOM file's identifying
 header fields (patient, institution, physicians). `AnnotationTally` pools pixel recall inside and
-outside the scan area and precision inside it over `usfmae.data.annotated` samples.
+outside the scan area and precision inside it over `usfmae.testing.annotated` samples.
 """
 
 import os
@@ -82,11 +82,6 @@ def psnr_from_mse(mse: float) -> float:
     return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
 
 
-def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
-    """PSNR in dB between two uint8 images, over the pixels in `where` (HxW)."""
-    return psnr_from_mse(mean_squared_error(a, b, where))
-
-
 # ---------------------------------------------------------------- real files
 
 REAL_US_ENV = "USFMAE_REAL_US"
@@ -160,7 +155,7 @@ def identifying_words(words: list[str], identifiers: set[str]) -> list[str]:
 
 
 class AnnotationTally:
-    """Pools pixel counts over `usfmae.data.annotated` samples and their cleaning masks.
+    """Pools pixel counts over `usfmae.testing.annotated` samples and their cleaning masks.
 
     recall per annotation kind inside and outside the scan area (of every pixel an annotation
     changed); precision inside the scan area, strict (mask pixels that are annotation pixels) and

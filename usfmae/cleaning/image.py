@@ -3,50 +3,29 @@
 import cv2
 import numpy as np
 
+from usfmae.io.intensity import NoFiniteValues, to_rgb
+
 
 def to_rgb_uint8(image: np.ndarray, source: str = "image") -> np.ndarray:
     """Return `image` as a contiguous HxWx3 uint8 RGB array.
 
-    Accepts gray HxW or HxWx1, RGB HxWx3 and RGBA HxWx4 (alpha dropped), in uint8, wider integer
-    types (scaled down from the bit depth their maximum needs, so 12-bit data stays bright) or
-    floats (0-1 scaled to 0-255, otherwise clipped). `source` names the input in error messages.
+    Accepts gray HxW or HxWx1, RGB HxWx3 and RGBA HxWx4 (alpha dropped). Pixel types other than uint8
+    follow the readers' rule (`usfmae.io.intensity.to_rgb`, min-max): a frame cleaned here has the
+    intensities it would have coming out of a reader, and fine-tuning images use the same rule.
+    `source` names the input in error messages.
     """
     if not isinstance(image, np.ndarray):
         raise TypeError(f"{source}: expected a numpy array, got {type(image).__name__}")
     if image.size == 0:
         raise ValueError(f"{source}: empty image with shape {image.shape}")
-    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
-        image = image[:, :, :3] if image.shape[2] == 4 else image
-    elif image.ndim != 2:
+    if not (image.ndim == 2 or image.ndim == 3 and image.shape[2] in (1, 3, 4)):
         raise ValueError(f"{source}: expected HxW, HxWx1, HxWx3 or HxWx4, got shape {image.shape}")
-    image = _to_uint8(image, source)
-    if image.ndim == 2 or image.shape[2] == 1:
-        image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
-    return np.ascontiguousarray(image)
-
-
-def _to_uint8(image: np.ndarray, source: str) -> np.ndarray:
-    """Scale any numeric pixel type into uint8 without changing the picture's look."""
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == np.bool_:
-        return image.astype(np.uint8) * 255
-    if np.issubdtype(image.dtype, np.floating):
-        if not np.isfinite(image).all():
-            raise ValueError(f"{source}: image contains NaN or infinite values")
-        scale = 255.0 if image.max() <= 1.0 else 1.0
-        return np.clip(image * scale, 0, 255).round().astype(np.uint8)
-    if not np.issubdtype(image.dtype, np.integer):
+    if not (image.dtype == np.bool_ or np.issubdtype(image.dtype, np.number)):
         raise TypeError(f"{source}: unsupported pixel type {image.dtype}")
-    low, high = int(image.min()), int(image.max())
-    if low < 0:
-        # Signed data has no fixed black level: stretch its own range.
-        span = max(high - low, 1)
-        return ((image.astype(np.float64) - low) * (255.0 / span)).round().astype(np.uint8)
-    if high <= 255:
-        return image.astype(np.uint8)
-    bits = int(high).bit_length()  # e.g. 12 for 12-bit ultrasound stored in uint16
-    return (image.astype(np.float64) * (255.0 / (2**bits - 1))).round().astype(np.uint8)
+    try:
+        return to_rgb(image)
+    except NoFiniteValues as error:
+        raise ValueError(f"{source}: image {error}") from None
 
 
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:

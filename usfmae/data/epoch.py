@@ -26,8 +26,18 @@ Intervals = tuple[tuple[int, int], ...]  # sorted, disjoint [a, b) position inte
 
 
 def rng(*parts: int) -> np.random.Generator:
-    """The one seeded generator of the data pipeline: a function of its integer parts only."""
+    """The one seeded generator of the data pipeline and the trainer: a function of its integer parts only.
+
+    Every use puts a tag among its parts so no two uses share draws: 1 shard order of a cycle and 2 sample
+    order of a shuffle window (windows.py), 3 source interleaving (here), 4 per-sample augmentation
+    (stream.py), 5 per-micro-step masking (train/engine.py)."""
     return np.random.default_rng([int(p) & 0xFFFFFFFF for p in parts])
+
+
+def seed_of(*parts: int) -> int:
+    """A seed for a torch generator (62 bits) drawn from `rng(*parts)`: the one way a per-sample or per-step
+    seed is derived from (seed, epoch or step, position, rank..., tag); tags as listed under `rng`."""
+    return int(rng(*parts).integers(2**62))
 
 
 def apportion(total: int, weights: list[float]) -> list[int]:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import braceexpand
 
+from ..shards.manifest import MANIFEST_NAME as MANIFEST
+from ..shards.manifest import ShardManifest
 from . import s3
-
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -34,26 +34,14 @@ def _is_s3(spec: str) -> bool:
     return spec.startswith("s3://")
 
 
-def read_manifest(url: str, endpoint_url: str | None = None) -> dict:
+def read_manifest(url: str, endpoint_url: str | None = None) -> ShardManifest:
     """Load and validate a manifest.json from a local path or s3:// URL."""
     try:
         raw = s3.read_bytes(url, endpoint_url) if _is_s3(url) else Path(url).read_bytes()
         manifest = json.loads(raw)
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, s3.S3Error) as e:
         raise ValueError(f"cannot read shard manifest {url}: {e}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
-        raise ValueError(f"{url} is not a usfmae shard manifest (no 'shards' list)")
-    if not str(manifest.get("format", "usfmae-shards/")).startswith("usfmae-shards/"):
-        raise ValueError(f"{url}: unknown manifest format {manifest.get('format')!r}")
-    for i, entry in enumerate(manifest["shards"]):
-        name = entry.get("name") if isinstance(entry, dict) else None
-        samples = entry.get("samples") if isinstance(entry, dict) else None
-        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
-            raise ValueError(f"{url}: shard entry {i} has no plain file name ({name!r}); a manifest lists "
-                             "only shards in its own folder")
-        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
-            raise ValueError(f"{url}: shard {name} has no valid sample count ({samples!r})")
-    return manifest
+    return ShardManifest.parse(manifest, url)
 
 
 def _join(base: str, name: str) -> str:
@@ -62,7 +50,7 @@ def _join(base: str, name: str) -> str:
 
 def _from_manifest(url: str, endpoint_url: str | None) -> list[Shard]:
     base = url.rsplit("/", 1)[0] if _is_s3(url) else str(Path(url).parent)
-    shards = [Shard(_join(base, s["name"]), s["samples"]) for s in read_manifest(url, endpoint_url)["shards"]]
+    shards = [Shard(_join(base, s.name), s.samples) for s in read_manifest(url, endpoint_url).shards]
     missing = [s.url for s in shards if not _is_s3(s.url) and not Path(s.url).is_file()]
     if missing:
         raise ValueError(f"{url} lists {len(missing)} shard(s) that are not there, e.g. {missing[:3]}: "

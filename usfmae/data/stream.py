@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .epoch import Segment, epoch_order, rng, take, total
+from ..io.intensity import to_rgb
+from .epoch import Segment, epoch_order, seed_of, take, total
 from .sources import Shard
 from .windows import SourceSequence, WindowReader
 
@@ -47,11 +48,11 @@ def decode_image(sample: dict) -> np.ndarray:
         if ext in sample:
             buf = np.frombuffer(sample[ext], np.uint8)
             img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)  # gray stays 1 channel
-            if img is not None and (img.dtype != np.uint8 or img.ndim == 3 and img.shape[2] != 3):
-                img = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR)  # 16-bit or alpha: 8-bit gray or BGR
             if img is None:
                 raise RuntimeError(f"sample {sample.get('__key__')} in {sample.get('__url__')}: "
                                    f"undecodable {ext}")
+            if img.dtype != np.uint8 or img.ndim == 3 and img.shape[2] != 3:
+                return to_rgb(img, bgr=True)  # 16-bit or alpha (not the builder's): the readers' rule
             return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     raise RuntimeError(f"sample {sample.get('__key__')} in {sample.get('__url__')} has no image")
 
@@ -70,7 +71,7 @@ def worker_init(worker_id: int) -> None:
 
 def position_seed(seed: int, epoch: int, position: int) -> int:
     """Seed of one sample's augmentation draws: the same at any world size or resume point."""
-    return int(rng(seed, epoch, position, 4).integers(2**62))
+    return seed_of(seed, epoch, position, 4)
 
 
 class _StreamEpoch:

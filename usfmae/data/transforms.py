@@ -1,4 +1,4 @@
-"""Pretraining augmentations (SPEC) and the one place ImageNet normalisation is applied.
+"""Pretraining augmentations (the paper's, listed below) and the one place ImageNet normalisation is applied.
 
 The loader works on uint8 pixels end to end: a transform maps a decoded image (numpy [H, W] gray or
 [H, W, 3] RGB) to a uint8 tensor [C, S, S] (C = 1 or 3), batches stay uint8, and `normalize_batch`

@@ -172,7 +172,8 @@ class SourceSequence:
             self._loaded = None  # free the previous window before taking the next
             samples = self.reader.take((self.epoch, self.source, cycle, w), windows[w])
             self.shards_opened += [shard.url for shard in windows[w]]
-            perm = rng(self.seed, self.epoch, self.source, cycle, w).permutation(len(samples))
+            # tag 2, then the window: (..., cycle, w) alone would give window 1 the shard order's draws (tag 1)
+            perm = rng(self.seed, self.epoch, self.source, cycle, 2, w).permutation(len(samples))
             self._loaded = ((cycle, w), samples, perm)
         _, samples, perm = self._loaded
         return samples[perm[offset - starts[w]]]

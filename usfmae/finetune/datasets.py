@@ -17,29 +17,20 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision import transforms as T
+from torchvision.transforms import v2 as T
 
-from usfmae.constants import DEFAULT_IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from usfmae.constants import DEFAULT_IMAGE_SIZE
+from usfmae.data.transforms import normalize
+from usfmae.io.intensity import to_rgb
+from usfmae.io.kinds import IMAGE_EXTENSIONS
 
 
 def is_image_file(path: Path) -> bool:
     """True for visible files with a supported image extension (any letter case)."""
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
-
-
-def _to_8bit(image: Image.Image) -> Image.Image:
-    """16-bit and float images (some TIFFs) scaled to 8-bit; PIL's own RGB conversion clips them."""
-    array = np.asarray(image, dtype=np.float64)
-    if image.mode.startswith("I;16"):
-        array = array / 257.0
-    else:
-        low, high = float(array.min()), float(array.max())
-        array = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
-    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")
 
 
 def load_rgb(path: str | Path) -> Image.Image:
@@ -55,7 +46,9 @@ def load_rgb(path: str | Path) -> Image.Image:
         with Image.open(path) as image:
             image.load()  # PIL decodes lazily: force it here so truncation fails at this line
             if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-                image = _to_8bit(image)
+                # 16-bit and float: the readers' rule, so pretraining and fine-tuning see the same pixels
+                # (PIL's own RGB conversion would clip them).
+                image = Image.fromarray(to_rgb(np.asarray(image)))
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise ValueError(f"cannot decode image {path}: {error}") from error
@@ -238,7 +231,7 @@ def transforms_for(train: bool, image_size: int = DEFAULT_IMAGE_SIZE, augment: s
     """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
-    normalise = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    normalise = [T.ToImage(), T.ToDtype(torch.float32, scale=True), normalize()]  # == ToTensor + Normalize
     if not train or augment == "none":
         return T.Compose([T.Resize((image_size, image_size)), *normalise])
     if augment == "light":

@@ -3,7 +3,7 @@
 Two layouts, both read into a list of (image path, mask path) pairs:
 
 - ``folder_pairs``: ``<root>/images/x.png`` with ``<root>/masks/x.png`` (same stem, any supported
-  extension), which is what ``usfmae.data.synthetic.write_segmentation`` writes.
+  extension), which is what ``usfmae.testing.synthetic.write_segmentation`` writes.
 - ``busbra_pairs``: BUS-BRA as distributed (Gómez-Flores et al., Med. Phys. 2024; Zenodo
   doi:10.5281/zenodo.8231412; see usfmae.finetune.adapters for licence and download). The archive
   unpacks to ``BUSBRA/``; pass that folder or its parent::

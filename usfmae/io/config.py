@@ -38,4 +38,6 @@ class ReaderConfig(BaseModel):
     high_bit_depth: Literal["minmax", "shift"] = Field(
         "minmax",
         description="How >8-bit images and DICOM become uint8: 'minmax' stretches each frame's own range "
-                    "(robust to 12-bit data stored in 16 bits); 'shift' keeps the top 8 bits of unsigned data.")
+                    "(robust to 12-bit data stored in 16 bits); 'shift' keeps the top 8 bits of unsigned data. "
+                    "Fine-tuning datasets always use 'minmax' (usfmae.io.intensity.to_rgb), so keep the default "
+                    "for shards whose encoder will be fine-tuned on >8-bit images.")

@@ -12,7 +12,7 @@ from usfmae.io.dicom import iter_dicom_frames
 from usfmae.io.files import check_input, unopenable
 from usfmae.io.frame import Frame, ReadError, printable
 from usfmae.io.images import iter_image_frames
-from usfmae.io.kinds import read_head
+from usfmae.io.kinds import KIND_NAMES, KINDS, read_head
 from usfmae.io.video import iter_video_frames
 from usfmae.io.volumes import iter_volume_frames
 
@@ -25,7 +25,8 @@ READERS: dict[str, Callable[[Path, ReaderConfig, Path | None], Iterator[Frame]]]
     "dicom": iter_dicom_frames,
     "volume": iter_volume_frames,
 }
-KIND_NAMES = {"image": "an image", "video": "a video", "dicom": "a DICOM file", "volume": "a volume"}
+if not set(READERS) == set(KINDS) == set(KIND_NAMES):
+    raise RuntimeError("io/dispatch.READERS and io/kinds.KIND_NAMES must cover exactly io/kinds.KINDS")
 
 
 def iter_frames(path: str | Path, cfg: ReaderConfig | None = None, root: str | Path | None = None) -> Iterator[Frame]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-KINDS = ("image", "video", "dicom", "volume")
+from usfmae.io.kinds import KINDS, InputKind
 
 
 @dataclass(frozen=True, eq=False)
@@ -20,7 +20,7 @@ class Frame:
 
     image: np.ndarray
     index: int  # frame index (video, DICOM cine), slice index (volume), page (TIFF); 0 for stills
-    kind: str  # one of KINDS
+    kind: InputKind
     original_size: tuple[int, int]  # (H, W)
 
 

@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
+
+# The input kinds: the one list. Readers (io/dispatch.READERS), frames (Frame.kind) and config fields
+# (shards/config.DedupConfig.kinds) use these names; config types are this Literal.
+InputKind = Literal["image", "video", "dicom", "volume"]
+KINDS: tuple[str, ...] = get_args(InputKind)
+KIND_NAMES = {"image": "an image", "video": "a video", "dicom": "a DICOM file", "volume": "a volume"}  # messages
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".m4v", ".3gp", ".mpeg", ".mpg", ".mpe", ".m1v", ".m2v", ".ts",
@@ -32,7 +38,7 @@ QUICKTIME_ATOMS = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"
 
 
 class Signature(NamedTuple):
-    kind: str  # 'image' | 'video' | 'dicom' | 'volume'
+    kind: InputKind
     name: str  # what the signature is, for messages
     test: Callable[[bytes], bool]
     strong: bool

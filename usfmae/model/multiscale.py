@@ -1,4 +1,5 @@
-"""BUS-M2AE-style multi-scale masking (our interpretation of its abstract; see SPEC "BUS-M2AE").
+"""BUS-M2AE-style multi-scale masking (our interpretation of its abstract; see the README
+section "BUS-M2AE: multi-scale masking and tumour segmentation").
 
 Token level: the masking units are square blocks of s x s patches (s in `scales`, e.g. 1, 2, 4) placed at
 random on the patch grid, so tumours of very different sizes get hidden whole or in part. Every sample

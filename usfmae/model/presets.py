@@ -5,7 +5,7 @@ from typing import Any
 from .mae import MaskedAutoencoderViT
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's model (SPEC): ViT-B/16 encoder, 8-block 512-wide decoder, 25% masking.
+    # The paper's model (USF-MAE, Megahed et al. 2025; README "2. Pretrain"): ViT-B/16 encoder, 8-block 512-wide decoder, 25% masking.
     # Decoder heads: 16 as in the reference code the released weights were trained with (paper says 8).
     "mae_vit_base_patch16": dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12,
                                  decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16,

@@ -21,6 +21,7 @@ from usfmae.registry import Registry, check_pretrain_allowed, load_registry
 from .config import BuildConfig, resolve_salt
 from .dedup import drop_duplicates_across_shards
 from .estimate import estimate_frames
+from .manifest import MANIFEST_NAME as MANIFEST
 from .plan import InputRef, ShardSpec, gather_inputs, plan_shards
 from .progress import Progress
 from .report import check_accounting, check_leaks, make_manifest, make_report, to_json
@@ -30,7 +31,6 @@ from .writer import PARTS, ShardResult, marker_name, read_finished, write_shard
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 UNSPECIFIED_ANATOMY = "unspecified"
 ESTIMATE_CHUNK = 2000  # inputs per estimate job: header reads are cheap, chunks keep the task count low
 

@@ -19,6 +19,7 @@ from usfmae.cleaning import CleaningConfig
 from usfmae.config import config_path, load_config
 from usfmae.constants import DEFAULT_IMAGE_SIZE
 from usfmae.io import ReaderConfig
+from usfmae.io.kinds import KINDS
 
 SALT_ENV = "USFMAE_SOURCE_SALT"
 
@@ -57,9 +58,9 @@ class DedupConfig(_Strict):
     @field_validator("kinds")
     @classmethod
     def _known_kinds(cls, kinds: list[str]) -> list[str]:
-        unknown = sorted(set(kinds) - {"image", "video", "dicom", "volume"})
+        unknown = sorted(set(kinds) - set(KINDS))
         if unknown:
-            raise ValueError(f"unknown input kinds {unknown}; use image, video, dicom or volume")
+            raise ValueError(f"unknown input kinds {unknown}; use {', '.join(KINDS)}")
         return kinds
 
 

@@ -1,8 +1,7 @@
 """The two files a finished build leaves beside its shards.
 
-manifest.json (what loaders read, via usfmae.data.sources.resolve; deterministic for a given plan):
-    {"format": "usfmae-shards/1", "image_size": 224, "total_samples": N, "datasets": {name: samples},
-     "shards": [{"name": "shard-000000.tar", "samples": n, "bytes": b, "sha256": "..."}, ...]}
+manifest.json (what loaders read, via usfmae.data.sources.resolve; deterministic for a given plan): see
+    usfmae.shards.manifest.ShardManifest.
 report.json (for people; holds relative input paths, so keep it with the build, not the model):
     inputs_seen        every file entry found under the dataset folders; inputs_seen = len(read) + len(rejected)
     read               [{"dataset", "input", "samples", "frames", "near_duplicates"}]: samples stored from it
@@ -24,9 +23,8 @@ from dataclasses import asdict
 from usfmae.io import ReadError, ReaderConfig
 from usfmae.registry import find_leaks
 
+from .manifest import ShardManifest
 from .writer import DatasetCounts, ShardResult
-
-MANIFEST_FORMAT = "usfmae-shards/1"
 
 
 def dataset_totals(results: list[ShardResult]) -> dict[str, DatasetCounts]:
@@ -42,10 +40,8 @@ def dataset_totals(results: list[ShardResult]) -> dict[str, DatasetCounts]:
 
 def make_manifest(results: list[ShardResult], image_size: int) -> dict:
     ordered = sorted(results, key=lambda r: r.name)
-    return {"format": MANIFEST_FORMAT, "image_size": image_size,
-            "total_samples": sum(r.samples for r in ordered),
-            "datasets": {name: c.samples for name, c in dataset_totals(ordered).items()},
-            "shards": [r.manifest_entry() for r in ordered]}
+    return ShardManifest.build([r.manifest_entry() for r in ordered], image_size=image_size,
+                               datasets={name: c.samples for name, c in dataset_totals(ordered).items()}).to_dict()
 
 
 def by_input(entry: dict) -> tuple:

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from ..checkpoint import load_into, run_checkpoint_dir, save_safetensors
 from ..config import ConfigError, PretrainConfig, save_resolved
-from ..data.epoch import Segment
+from ..data.epoch import Segment, seed_of
 from ..data.stream import PretrainStream, StreamPlan, worker_init
 from ..data.transforms import normalize_batch, pretrain_transform
 from ..model import create_model
@@ -62,7 +62,8 @@ def _check_knn_data(path: str) -> None:
 
 
 def _step_seed(seed: int, step: int, micro: int, rank: int) -> int:
-    return (seed * 1_000_003 + step * 7919 + micro * 104_729 + rank * 15_485_863) % (2**62)
+    """Seed of one micro-step's masking draws on one rank: the same at any resume point."""
+    return seed_of(seed, step, micro, rank, 5)
 
 
 def seed_generator(device: torch.device, seed: int) -> None:

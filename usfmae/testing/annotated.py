@@ -1,6 +1,6 @@
 """Synthetic scans annotated the way sonographers and scanners annotate them, with one truth mask per kind.
 
-`usfmae.data.synthetic.generate_ultrasound` draws a lesion with a few overlays; this module draws
+`usfmae.testing.synthetic.generate_ultrasound` draws a lesion with a few overlays; this module draws
 what a cleaner must remove inside the scan area and what it must leave alone, each with its own
 pixel-exact mask, so recall can be reported per kind and inside/outside the scan, and precision
 against tissue that looks like annotation:
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from usfmae.data.synthetic import (
+from usfmae.testing.synthetic import (
     _apply_lesion,
     _check_count,
     _check_size,

@@ -495,7 +495,7 @@ def _render_clean(
     """Grey B-mode image [H, W] uint8, lesion mask, sector mask, the fan, lesion centre and radius.
 
     extra_echo(fan, sector_mask) -> [H, W] float32 echogenicity added to the tissue before the
-    acoustics (bright interfaces and reflectors of `usfmae.data.annotated`); it must draw from its
+    acoustics (bright interfaces and reflectors of `usfmae.testing.annotated`); it must draw from its
     own random stream so the other parts stay what they are without it.
     """
     # Beam space is [H, W] too: one depth sample per row, one beam per column.

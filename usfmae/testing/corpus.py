@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 from pydicom.data import get_testdata_file
 
-from usfmae.data.synthetic import generate_ultrasound
+from usfmae.testing.synthetic import generate_ultrasound
 
 PYDICOM_ULTRASOUND = ("examples_palette.dcm", "examples_rgb_color.dcm", "examples_jpeg2k.dcm",
                       "examples_ybr_color.dcm")

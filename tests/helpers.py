@@ -1,0 +1,29 @@
+"""Plain helpers the tests import (paths, running a command, real scanner files); fixtures live in conftest.py."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from usfmae.cleaning.evaluate import real_us_folder
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def run(cmd, timeout=600, **kw) -> subprocess.CompletedProcess:
+    """Run a command, failing the test with its output when it exits non-zero."""
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, cmd))} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}"
+                    f"\n--- stderr\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def real_us_file(name: str) -> Path:
+    """One real ultrasound file, or skip the test saying where it was looked for."""
+    folder, where = real_us_folder(REPO)
+    if folder is None or not (folder / name).is_file():
+        pytest.skip(f"real ultrasound file {name} not found ({where})")
+    return folder / name
