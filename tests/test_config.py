@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from usfmae.config import ConfigError, PretrainConfig, load_config, save_resolved
-from usfmae.train.schedule import lr_at
+from usfmae.optim import lr_at
 
 CONFIGS = ["configs/pretrain_vitb16.yaml", "configs/pretrain_tiny.yaml"]
 

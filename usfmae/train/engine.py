@@ -41,7 +41,7 @@ from .monitor import MetricsLogger, ThroughputWindow, flops_per_image, mfu, save
 from .optim import build_optimizer
 from .plan import make_plan
 from .rundir import check_shared_run_dir
-from .schedule import lr_at
+from ..optim import lr_at
 
 CKPT_DIR = "checkpoints"
 EXPORT_NAME = "model.safetensors"
