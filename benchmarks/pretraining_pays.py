@@ -55,7 +55,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info  # noqa: E402
 
-from usfmae.checkpoint import load_into, save_safetensors  # noqa: E402
+from usfmae.checkpoint import ExportMeta, load_into, save_safetensors  # noqa: E402
 from usfmae.config import PretrainConfig, load_config  # noqa: E402
 from usfmae.data.synthetic import CLASS_NAMES, write_corpus, write_labeled  # noqa: E402
 from usfmae.finetune.config import FinetuneConfig  # noqa: E402
@@ -150,8 +150,7 @@ def step0_encoder(work: Path, args, monitor: Path) -> Path:
     if not path.is_file():
         torch.manual_seed(cfg.seed)  # as the engine does before create_model
         model = create_model(cfg.model.preset, **cfg.masking.model_kwargs(), **cfg.model.overrides())
-        meta = {"format": "usfmae-mae", "preset": cfg.model.preset, "model_overrides": cfg.model.overrides(), "step": 0}
-        save_safetensors(model.state_dict(), path, meta)
+        save_safetensors(model.state_dict(), path, ExportMeta(cfg.model.preset, cfg.model.overrides(), step=0).metadata())
     probe = path.with_suffix(".monitor.json")
     if not probe.is_file():
         probe.write_text(json.dumps(monitor_knn(load_mae(path), monitor, seed=cfg.seed)))

@@ -1,11 +1,8 @@
 """Classifiers for fine-tuning: our pretrained ViT encoder plus a head, or a timm baseline."""
 
-import json
-from pathlib import Path
-
 import torch.nn as nn
 
-from ..checkpoint import ENCODER_PREFIXES, LoadReport, load_into, read_metadata
+from ..checkpoint import ENCODER_PREFIXES, ExportMeta, LoadReport, load_into
 from ..constants import DEFAULT_IMAGE_SIZE
 from ..model import create_model
 from ..model.timm_vit import timm_vit_like
@@ -16,10 +13,9 @@ from .small_cnn import SmallCNN
 
 def checkpoint_preset(path: str | None, fallback: str | None) -> tuple[str, dict]:
     """(preset, model overrides) recorded in our safetensors export, else `fallback` (default ViT-B/16)."""
-    if path and str(path).endswith(".safetensors") and Path(path).is_file():
-        meta = read_metadata(path)
-        if "preset" in meta:
-            return meta["preset"], json.loads(meta.get("model_overrides", "{}"))
+    meta = ExportMeta.read(path) if path else None
+    if meta is not None:
+        return meta.preset, meta.model_overrides
     return fallback or "mae_vit_base_patch16", {}
 
 
