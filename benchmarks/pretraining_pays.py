@@ -59,10 +59,10 @@ from usfmae.checkpoint import ExportMeta, load_into, save_safetensors  # noqa: E
 from usfmae.config import PretrainConfig, load_config  # noqa: E402
 from usfmae.data.synthetic import CLASS_NAMES, write_corpus, write_labeled  # noqa: E402
 from usfmae.finetune.config import FinetuneConfig  # noqa: E402
-from usfmae.finetune.datasets import FolderDataset, LabelledImages, transforms_for  # noqa: E402
+from usfmae.data.labelled import FolderDataset, LabelledImages, transforms_for  # noqa: E402
 from usfmae.finetune.encoder import build_classifier, checkpoint_preset  # noqa: E402
-from usfmae.finetune.folds import seed_everything, stratified_subset  # noqa: E402
-from usfmae.finetune.probe import extract_features, monitor_knn  # noqa: E402
+from usfmae.eval.folds import seed_everything, stratified_subset  # noqa: E402
+from usfmae.eval.probe import extract_features, monitor_knn  # noqa: E402
 from usfmae.finetune.sweep import choose, finetune_cell, mean_std, probe_sweep  # noqa: E402
 from usfmae.model import create_model  # noqa: E402
 from usfmae.ray_local import free_port  # noqa: E402

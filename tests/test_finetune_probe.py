@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from usfmae.data.synthetic import write_labeled
-from usfmae.finetune.probe import extract_features, knn_eval, knn_scores, linear_probe, monitor_knn
+from usfmae.eval.probe import extract_features, knn_eval, knn_scores, linear_probe, monitor_knn
 from usfmae.model import create_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,11 +11,11 @@ from torch.utils.data import Dataset
 
 from usfmae.config import ConfigError, load_config
 from usfmae.finetune.config import FinetuneConfig
-from usfmae.finetune.datasets import LabelledImages
+from usfmae.data.labelled import LabelledImages
 from usfmae.finetune.encoder import build_vit_classifier
 from usfmae.finetune.objective import ClassificationLoss, build_mixup, class_weights
 from usfmae.finetune.protocol import plan_folds, positive_class
-from usfmae.finetune.metrics import classification_metrics
+from usfmae.eval.metrics import classification_metrics
 from usfmae.finetune.train import build_optimizer, lr_at, selection_score, train_one
 
 pytestmark = pytest.mark.usefixtures("one_thread")

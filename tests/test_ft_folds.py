@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.model_selection import StratifiedKFold
 
-from usfmae.finetune.folds import (
+from usfmae.eval.folds import (
     FoldSpec,
     flatten_scalars,
     folds_from_column,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from usfmae.finetune.metrics import binary_auroc, classification_metrics, format_table
+from usfmae.eval.metrics import binary_auroc, classification_metrics, format_table
 
 
 def _random_task(num_classes: int, n: int, seed: int):

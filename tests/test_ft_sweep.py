@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from usfmae.finetune.config import FinetuneConfig
 from usfmae.finetune.encoder import build_classifier
-from usfmae.finetune.probe import extract_features
+from usfmae.eval.probe import extract_features
 from usfmae.finetune.small_cnn import SmallCNN
 from usfmae.finetune.sweep import choose, finetune_cell, mean_std, probe_sweep
 

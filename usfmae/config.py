@@ -209,7 +209,7 @@ class LoggingConfig(Section):
         "micro-batch (large on long runs; for debugging data order and resume)."))
     knn_every: int = Field(0, ge=0, description=(
         "Every N optimizer steps (and at the end), rank 0 measures frozen-encoder feature quality on "
-        "`knn_data` (usfmae.finetune.probe.monitor_knn: 5-fold k-NN and linear probe) on a copy of the weights in "
+        "`knn_data` (usfmae.eval.probe.monitor_knn: 5-fold k-NN and linear probe) on a copy of the weights in "
         "a background thread, and logs knn/* values when it is done; no rank waits for it (a measurement still "
         "running when the next is due is skipped and logged). Keep the set small (a few hundred images). 0 = off."))
     knn_data: str | None = Field(None, description=(

@@ -1,15 +1,15 @@
 """Downstream classification: datasets and adapters, protocols, fine-tuning, baselines, probes, reports."""
 
+from ..data.labelled import CsvDataset, FolderDataset, LabelledImages, transforms_for
+from ..eval.folds import FoldSpec, run_folds, stratified_kfold, stratified_subset
+from ..eval.metrics import classification_metrics, format_table
+from ..eval.probe import extract_features, knn_eval, linear_probe, monitor_knn
 from .adapters import ADAPTERS, adapt_busbra, adapt_gist514, adapt_mmotu
 from .baselines import BASELINES, build_baseline
 from .config import FinetuneConfig
-from .datasets import CsvDataset, FolderDataset, LabelledImages, transforms_for
 from .distributed import DistEnv, init_distributed, shutdown
 from .encoder import build_classifier, build_vit_classifier
-from .folds import FoldSpec, run_folds, stratified_kfold, stratified_subset
-from .metrics import classification_metrics, format_table
 from .outputs import table2_from_runs
-from .probe import extract_features, knn_eval, linear_probe, monitor_knn
 from .protocol import open_labelled, plan_folds
 from .report import save_confusion_png, table2_markdown
 from .run import run_finetune

@@ -57,8 +57,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from usfmae.finetune.datasets import FolderDataset, is_image_file
-from usfmae.finetune.folds import stratified_kfold
+from usfmae.data.labelled import FolderDataset, is_image_file
+from usfmae.eval.folds import stratified_kfold
 
 BUSBRA_CLASSES = ("benign", "malignant")
 MMOTU_CLASSES = (

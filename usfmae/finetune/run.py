@@ -15,11 +15,11 @@ from typing import Callable
 import numpy as np
 
 from .config import FinetuneConfig
-from .datasets import transforms_for
+from ..data.labelled import transforms_for
 from .distributed import DistEnv, barrier
 from .encoder import build_classifier
-from .folds import FoldSpec, run_folds
-from .metrics import format_table
+from ..eval.folds import FoldSpec, run_folds
+from ..eval.metrics import format_table
 from .outputs import write_run
 from .protocol import adapt_raw, open_labelled, plan_folds, positive_class, subset
 from .train import headline_f1, metrics_from_scores, train_one

@@ -34,7 +34,7 @@ from torchvision.transforms import v2
 
 from ..data.transforms import normalize
 from .adapters import _by_id, _descend, _read_table
-from .datasets import is_image_file, load_rgb
+from ..data.labelled import is_image_file, load_rgb
 
 Pair = tuple[Path, Path]  # (image, mask)
 

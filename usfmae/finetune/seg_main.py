@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import ConfigError, load_config, save_resolved
-from .folds import seed_everything
+from ..eval.folds import seed_everything
 from .seg_config import SegmentationConfig
 from .seg_data import Pair, SegmentationPairs, busbra_folds, detect_layout, find_pairs, holdout, joint_transform
 from .seg_train import train_segmentation

@@ -27,7 +27,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from .config import FinetuneConfig
-from .probe import linear_probe_scores
+from ..eval.probe import linear_probe_scores
 from .train import evaluate, metrics_from_scores, selection_score, train_one
 
 RESULT_NAME = "result.json"

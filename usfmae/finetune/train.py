@@ -25,7 +25,7 @@ from ..optim import lr_at as schedule_lr
 from ..optim import param_groups
 from .config import FinetuneConfig
 from .distributed import DistEnv, gather_objects
-from .metrics import classification_metrics
+from ..eval.metrics import classification_metrics
 from .objective import build_loss, build_mixup
 
 

@@ -53,7 +53,7 @@ class TrainingStopped(RuntimeError):
 
 def _check_knn_data(path: str) -> None:
     """Fail at start-up, naming the key and the path, if the k-NN monitor's folder is not usable."""
-    from ..finetune.datasets import FolderDataset
+    from ..data.labelled import FolderDataset
 
     try:
         FolderDataset(path)
