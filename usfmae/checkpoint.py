@@ -15,6 +15,7 @@ and `checkpoints/latest` naming the newest complete one (a tag directory appears
 """
 
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from .model.pos_embed import interpolate_pos_embed
+from timm.layers import resample_abs_pos_embed
+from timm.models import adapt_input_conv
 
 ENCODER_PREFIXES = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
 
@@ -118,17 +120,21 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------- adapting
 def adapt_state_dict(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
                      report: LoadReport) -> dict[str, torch.Tensor]:
-    """Fit position embeddings (grid) and patch embedding (input channels) to the target's shapes."""
+    """Fit position embeddings (grid) and patch embedding (input channels) to the target's shapes, with
+    timm's own conversions (resample_abs_pos_embed, adapt_input_conv)."""
     out = dict(state)
     for key in ("pos_embed", "decoder_pos_embed"):
         if key in out and key in target and out[key].shape != target[key].shape:
-            out[key] = interpolate_pos_embed(out[key], target[key].shape[1] - 1)
+            # [1, 1 + G*G, D] -> [1, 1 + G'*G', D]: the grid resampled bicubically, the cls row kept.
+            side = math.isqrt(target[key].shape[1] - 1)
+            out[key] = resample_abs_pos_embed(out[key], new_size=[side, side], num_prefix_tokens=1,
+                                              interpolation="bicubic", antialias=False)
             report.adapted.append(f"{key} {list(state[key].shape)}->{list(out[key].shape)}")
     key = "patch_embed.proj.weight"
     if key in out and key in target and out[key].shape[1] != target[key].shape[1]:
         w, c = out[key], target[key].shape[1]
-        # Like timm's adapt_input_conv: sum to 1 channel, or repeat and rescale to c channels.
-        out[key] = w.sum(dim=1, keepdim=True) if c == 1 else w.repeat(1, (c + w.shape[1] - 1) // w.shape[1], 1, 1)[:, :c] * (w.shape[1] / c)
+        # [D, C, P, P] -> [D, c, P, P]: summed to 1 channel, or repeated and rescaled to c channels.
+        out[key] = adapt_input_conv(c, w, base_chans=w.shape[1])
         report.adapted.append(f"{key} in_chans {w.shape[1]}->{c}")
     return out
 
