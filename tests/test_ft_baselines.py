@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from usfmae.checkpoint import load_state_dict
-from usfmae.finetune.baselines import BASELINES, build_baseline, load_baseline_weights
+from usfmae.finetune.classification.baselines import BASELINES, build_baseline, load_baseline_weights
 
 pytestmark = pytest.mark.usefixtures("no_network")
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from usfmae.checkpoint import save_safetensors
 from usfmae.data.synthetic import write_segmentation
-from usfmae.finetune.seg_main import main
+from usfmae.finetune.segmentation.run import main
 from usfmae.model import create_model
 
 from conftest import BIN, REPO, run

@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from ..optim import lr_at, param_groups
-from .seg_config import SegmentationConfig
-from .seg_data import SegmentationPairs, load_mask
-from .seg_metrics import binarize, segmentation_metrics
-from .segmentation import SegmentationViT
+from ...optim import lr_at, param_groups
+from .config import SegmentationConfig
+from .data import SegmentationPairs, load_mask
+from .metrics import binarize, segmentation_metrics
+from .model import SegmentationViT
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Callable
 import timm
 from torch import nn
 
-from ..checkpoint import LoadReport, load_state_dict
+from ...checkpoint import LoadReport, load_state_dict
 
 log = logging.getLogger(__name__)
 

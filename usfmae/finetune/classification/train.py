@@ -21,11 +21,11 @@ from timm.models.vision_transformer import VisionTransformer
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from ..optim import lr_at as schedule_lr
-from ..optim import param_groups
+from ...eval.metrics import classification_metrics
+from ...optim import lr_at as schedule_lr
+from ...optim import param_groups
+from ..distributed import DistEnv, gather_objects
 from .config import FinetuneConfig
-from .distributed import DistEnv, gather_objects
-from ..eval.metrics import classification_metrics
 from .objective import build_loss, build_mixup
 
 

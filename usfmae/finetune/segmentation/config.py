@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..config import Section
+from ...config import Section
 
 
 class SegmentationConfig(Section):

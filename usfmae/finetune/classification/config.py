@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..config import Section
+from ...config import Section
 
 MODELS = ("usfmae", "vgg19", "resnet50", "vit_base_patch16_224", "small_cnn")
 DATASETS = ("busbra", "mmotu", "gist514")
@@ -19,7 +19,7 @@ class FinetuneConfig(Section):
     model: Literal["usfmae", "vgg19", "resnet50", "vit_base_patch16_224", "small_cnn"] = Field("usfmae", description=(
         "'usfmae' = ViT encoder from a pretraining checkpoint (`checkpoint`); or a baseline built by timm: "
         "vgg19, resnet50, vit_base_patch16_224 (weights from a local file, never downloaded); or small_cnn, "
-        "a 4-stage CNN trained from scratch (usfmae.finetune.small_cnn; no checkpoint)."))
+        "a 4-stage CNN trained from scratch (usfmae.finetune.classification.small_cnn; no checkpoint)."))
     checkpoint: str | None = Field(None, description=(
         "Encoder weights: our model.safetensors / DeepSpeed checkpoint dir, a released USF-MAE .pt, an MAE "
         "ImageNet checkpoint; for baselines a local timm/torchvision weights file. None = random init."))

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .adapters import ADAPTERS, BUSBRA_CLASSES, GIST514_CLASSES, MMOTU_CLASSES, POSITIVE_CLASS
+from ...data.labelled import CsvDataset, FolderDataset, LabelledImages
+from ...eval.folds import FoldSpec, folds_from_column, make_fold_specs, stratified_kfold
+from ..adapters import ADAPTERS, BUSBRA_CLASSES, GIST514_CLASSES, MMOTU_CLASSES, POSITIVE_CLASS
 from .config import FinetuneConfig
-from ..data.labelled import CsvDataset, FolderDataset, LabelledImages
-from ..eval.folds import FoldSpec, folds_from_column, make_fold_specs, stratified_kfold
 
 CLASS_ORDER = {"busbra": BUSBRA_CLASSES, "mmotu": MMOTU_CLASSES, "gist514": GIST514_CLASSES}
 VAL_SPLITS = ("val", "test")
