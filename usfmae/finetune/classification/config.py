@@ -4,15 +4,16 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ...config import Section
+from ..config import FinetuneBase
 
 MODELS = ("usfmae", "vgg19", "resnet50", "vit_base_patch16_224", "small_cnn")
 DATASETS = ("busbra", "mmotu", "gist514")
 
 
-class FinetuneConfig(Section):
+class FinetuneConfig(FinetuneBase):
+    """Classification fine-tuning; the fields it shares with segmentation are in FinetuneBase."""
+
     # ------------------------------------------------------------------ run
-    seed: int = Field(0, description="Base seed: fold i uses seed + i for its head, sampling and augmentation.")
     output_dir: str = Field("runs/finetune", description="Where metrics, tables, figures and models are written.")
 
     # ------------------------------------------------------------------ model
@@ -20,19 +21,10 @@ class FinetuneConfig(Section):
         "'usfmae' = ViT encoder from a pretraining checkpoint (`checkpoint`); or a baseline built by timm: "
         "vgg19, resnet50, vit_base_patch16_224 (weights from a local file, never downloaded); or small_cnn, "
         "a 4-stage CNN trained from scratch (usfmae.finetune.classification.small_cnn; no checkpoint)."))
-    checkpoint: str | None = Field(None, description=(
-        "Encoder weights: our model.safetensors / DeepSpeed checkpoint dir, a released USF-MAE .pt, an MAE "
-        "ImageNet checkpoint; for baselines a local timm/torchvision weights file. None = random init."))
     random_init: bool = Field(False, description=(
         "usfmae only: build the checkpoint's architecture (the preset and overrides its file records) without "
         "loading its weights: the random-init control of a pretrained encoder. The encoder starts from the MAE's "
         "own init (xavier linears, sin-cos position embeddings), as pretraining step 0 does."))
-    preset: str | None = Field(None, description=(
-        "MAE preset of the checkpoint when its file does not record one (released .pt files; default "
-        "mae_vit_base_patch16)."))
-    image_size: int | None = Field(None, gt=0, description=(
-        "Input side; None = the encoder's pretraining size (224 for baselines). ViT position embeddings "
-        "are resampled when it differs."))
     global_pool: Literal["token", "avg"] = Field("avg", description=(
         "ViT head on the cls token or on the mean of patch tokens (MAE's fine-tuning recipe)."))
 
@@ -51,7 +43,6 @@ class FinetuneConfig(Section):
         "stratified hold-out. kfold: official folds or, without a fold column, stratified `folds`-fold. "
         "split: the CSV's train/val split column. holdout: one stratified hold-out of `val_fraction`."))
     folds: int = Field(5, ge=2, description="Folds of the stratified k-fold (when the data has no fold column).")
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="Hold-out fraction (holdout protocol).")
     positive_class: str | None = Field(None, description=(
         "Positive class of binary tasks (default: the dataset's, else the second class)."))
 
@@ -59,12 +50,8 @@ class FinetuneConfig(Section):
     epochs: int = Field(20, gt=0, description="Training epochs per fold.")
     batch_size: int = Field(32, gt=0, description="Images per batch per process (global = batch_size x processes).")
     lr: float = Field(5e-4, gt=0, description="Peak learning rate (AdamW, linear warmup then half-cycle cosine).")
-    min_lr: float = Field(1e-6, ge=0, description="Floor of the cosine decay.")
-    warmup_epochs: float = Field(1.0, ge=0, description="Linear warmup length in epochs.")
-    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay (none on biases, norms, tokens).")
     layer_decay: float | None = Field(0.75, gt=0, le=1, description=(
         "Layer-wise lr decay for ViTs: block i of n gets lr x decay^(n - i) (None = off; CNNs never use it)."))
-    clip_grad: float | None = Field(1.0, gt=0, description="Gradient-norm clip (None = off).")
     patience: int | None = Field(None, gt=0, description="Early stopping: epochs without a better validation F1.")
     select_on: Literal["f1", "macro_f1"] = Field("f1", description=(
         "Validation F1 that picks each fold's best epoch and drives early stopping. f1: the Table 2 figure "
@@ -93,8 +80,6 @@ class FinetuneConfig(Section):
             raise ValueError("raw needs dataset (busbra, mmotu or gist514) to pick the adapter")
         if self.raw is not None and self.data is not None:
             raise ValueError("give either data (an adapted CSV or folder) or raw (with dataset), not both")
-        if self.min_lr > self.lr:
-            raise ValueError(f"min_lr {self.min_lr} exceeds lr {self.lr}")
         return self
 
     @property
