@@ -18,6 +18,9 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
+    """The base of every config model in usfmae (pretraining, fine-tuning, shard building, cleaning, readers):
+    unknown keys are rejected and assignments validated, so a typo never passes silently."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
