@@ -19,10 +19,11 @@ import timm
 from torch import nn
 
 from ...checkpoint import LoadReport, load_state_dict
+from ..registry import MODELS
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("vgg19", "resnet50", "vit_base_patch16_224")
+BASELINES = tuple(name for name, model in MODELS.items() if model.timm_baseline)
 
 
 def _vgg_filter(state_dict: dict, model: nn.Module) -> dict:

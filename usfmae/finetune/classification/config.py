@@ -4,10 +4,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from ...data.labelled import AUGMENTATIONS
 from ..config import FinetuneBase
-
-MODELS = ("usfmae", "vgg19", "resnet50", "vit_base_patch16_224", "small_cnn")
-DATASETS = ("busbra", "mmotu", "gist514")
+from ..registry import DOWNSTREAM, MODELS
 
 
 class FinetuneConfig(FinetuneBase):
@@ -17,7 +16,7 @@ class FinetuneConfig(FinetuneBase):
     output_dir: str = Field("runs/finetune", description="Where metrics, tables, figures and models are written.")
 
     # ------------------------------------------------------------------ model
-    model: Literal["usfmae", "vgg19", "resnet50", "vit_base_patch16_224", "small_cnn"] = Field("usfmae", description=(
+    model: Literal[tuple(MODELS)] = Field("usfmae", description=(
         "'usfmae' = ViT encoder from a pretraining checkpoint (`checkpoint`); or a baseline built by timm: "
         "vgg19, resnet50, vit_base_patch16_224 (weights from a local file, never downloaded); or small_cnn, "
         "a 4-stage CNN trained from scratch (usfmae.finetune.classification.small_cnn; no checkpoint)."))
@@ -32,7 +31,7 @@ class FinetuneConfig(FinetuneBase):
     data: str | None = Field(None, description=(
         "A folder with one sub-folder per class, or a CSV with header path,label[,fold|split]."))
     data_root: str | None = Field(None, description="Folder that relative CSV paths start from (default: the CSV's).")
-    dataset: Literal["busbra", "mmotu", "gist514"] | None = Field(None, description=(
+    dataset: Literal[tuple(DOWNSTREAM)] | None = Field(None, description=(
         "Known downstream dataset: names it in Table 2, fixes its class order and positive class, and with "
         "`raw` runs its adapter on the official layout first."))
     raw: str | None = Field(None, description="Official layout of `dataset` to adapt into <output_dir>/<dataset>.csv.")
@@ -60,7 +59,7 @@ class FinetuneConfig(FinetuneBase):
         "calling everything positive 2p/(1+p): 0.667 on a balanced set)."))
 
     # ------------------------------------------------------------------ regularisation
-    augment: Literal["paper", "light", "none"] = Field("paper", description=(
+    augment: Literal[AUGMENTATIONS] = Field("paper", description=(
         "Training augmentation. paper: rotation 0-90 deg, flips, RandomResizedCrop scale (0.5, 2.0); light: "
         "flips and a mild crop (scale 0.8-1), for tiny images whose lesions a strong crop would cut away."))
     drop_path: float = Field(0.1, ge=0, lt=1, description="Stochastic depth rate.")
@@ -77,7 +76,7 @@ class FinetuneConfig(FinetuneBase):
     @model_validator(mode="after")
     def _check(self) -> "FinetuneConfig":
         if self.raw is not None and self.dataset is None:
-            raise ValueError("raw needs dataset (busbra, mmotu or gist514) to pick the adapter")
+            raise ValueError(f"raw needs dataset (one of {', '.join(DOWNSTREAM)}) to pick the adapter")
         if self.raw is not None and self.data is not None:
             raise ValueError("give either data (an adapted CSV or folder) or raw (with dataset), not both")
         return self

@@ -14,8 +14,10 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..registry import DOWNSTREAM
+
 # Display names of the adapters' dataset keys; other keys are shown as given.
-DATASET_TITLES = {"busbra": "BUS-BRA", "mmotu": "MMOTU-2D", "gist514": "GIST514-DB"}
+DATASET_TITLES = {name: dataset.title for name, dataset in DOWNSTREAM.items()}
 STAT_TITLES = ("Prec.", "Rec.", "F1")
 
 
