@@ -5,6 +5,7 @@
 Unknown keys and bad values raise `ConfigError` naming the dotted key path.
 """
 
+import json
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -297,6 +298,15 @@ def parse_overrides(pairs: list[str] | None) -> list[tuple[str, Any]]:
             raise ConfigError(f"--set {pair!r}: empty key")
         out.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
     return out
+
+
+def flag_overrides(overrides: list[str] | None, flags: dict[str, Any]) -> list[str]:
+    """The `--set` pairs, then `key=value` for each command-line flag that was given: the one way entry
+    points turn their flags into overrides. A flag is skipped when it is None, False or empty; values are
+    JSON-encoded, which YAML reads back unchanged (a path stays a string, a list of shards a list)."""
+    given = {key: value for key, value in flags.items()
+             if value is not None and value is not False and value != "" and value != []}
+    return [*(overrides or []), *(f"{key}={json.dumps(value)}" for key, value in given.items())]
 
 
 def load_config(model: type[C], path: str | Path | None = None, overrides: list[str] | None = None,

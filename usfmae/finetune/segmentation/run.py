@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ...config import ConfigError, load_config, save_resolved
+from ...config import ConfigError, flag_overrides, load_config, save_resolved
 from ...eval.folds import seed_everything
 from .config import SegmentationConfig
 from .data import Pair, SegmentationPairs, busbra_folds, detect_layout, find_pairs, holdout, joint_transform
@@ -90,10 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     """CLI entry: 0 done, 2 bad configuration."""
     args = parse_args(argv)
-    sets = list(args.overrides)
-    for key, value in (("checkpoint", args.checkpoint), ("data", args.data), ("output_dir", args.output)):
-        if value:
-            sets.append(f"{key}={json.dumps(value)}")  # JSON-quoted: a path stays a string
+    sets = flag_overrides(args.overrides, {"checkpoint": args.checkpoint, "data": args.data, "output_dir": args.output})
     try:
         cfg = load_config(SegmentationConfig, args.config, sets)
     except ConfigError as e:
