@@ -17,7 +17,7 @@ small 0.03-0.06, medium 0.06-0.12, large 0.12-0.25; at 64 px, lesion diameters o
 2-4 patches, matching the three block scales. Images are rendered at 128 px and area-downsampled to 64 px
 (the generator cannot place a large lesion in every 64 px fan). The pretraining corpus mixes the buckets
 equally; each bucket has its own downstream set (balanced benign/malignant, lesion masks) with a fixed
-train/val split, on which every arm is fine-tuned for segmentation (usfmae.finetune.seg_main, Dice) and
+train/val split, on which every arm is fine-tuned for segmentation (usfmae.finetune.segmentation.run, Dice) and
 classification (launch/finetune.py as a subprocess, F1 of 'malignant'), once per fine-tuning seed.
 
 Steps already done in --work (corpus, shards, pretraining runs, fine-tuning runs with their metrics.json)
@@ -41,8 +41,8 @@ import numpy as np
 import torch
 
 from usfmae.config import load_config
-from usfmae.finetune.seg_config import SegmentationConfig
-from usfmae.finetune.seg_main import run_segmentation
+from usfmae.finetune.segmentation.config import SegmentationConfig
+from usfmae.finetune.segmentation.run import run_segmentation
 from usfmae.ports import free_port
 from usfmae.testing.synthetic import generate_ultrasound
 

@@ -10,7 +10,7 @@ Arms (every one gets the same recipe search, decided on the validation split):
   multiscale75   the same budget with multi-scale block masking at 75% (BUS-M2AE, our interpretation)
   random_init    the same ViT at step 0 of pretraining (the MAE's own init, same seed): what the pretraining
                  steps add, everything else equal
-  small_cnn      a 4-stage CNN from scratch (usfmae.finetune.small_cnn): what one would train without an encoder
+  small_cnn      a 4-stage CNN from scratch (usfmae.finetune.classification.small_cnn): what one would train without an encoder
 Encoders: configs/pretrain_pays.yaml (tiny MAE at 128 px with 16 px patches), the same shards, seed, batch and
 number of steps, each run by the real launcher (deepspeed --num_gpus 1 launch/pretrain.py) with its k-NN /
 linear-probe monitor (logging.knn_every) on a monitor set that is neither the validation nor the test set.
@@ -25,7 +25,7 @@ Selection on the validation split only (the test split is scored once per run, a
   fine-tuning   per arm and label fraction, a sweep over --lrs at the first seed, each run's epoch being its best
                 validation epoch (macro-F1) of an --epochs cosine schedule; the other seeds run the chosen lr.
                 Layer-wise lr decay 0.85 for the pretrained encoders (MAE's recipe), none from scratch.
-  linear probe  logistic regression on frozen mean-pooled patch tokens, C from usfmae.finetune.sweep.PROBE_CS,
+  linear probe  logistic regression on frozen mean-pooled patch tokens, C from usfmae.finetune.classification.sweep.PROBE_CS,
                 chosen per seed
 Mean and std over seeds (subset, head init and order; one pretraining seed per encoder) are reported.
 
@@ -55,14 +55,15 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info  # noqa: E402
 
-from usfmae.checkpoint import load_into, save_safetensors  # noqa: E402
+from usfmae.checkpoint import ExportMeta, load_into, save_safetensors  # noqa: E402
 from usfmae.config import PretrainConfig, load_config  # noqa: E402
-from usfmae.finetune.config import FinetuneConfig  # noqa: E402
-from usfmae.finetune.datasets import FolderDataset, LabelledImages, transforms_for  # noqa: E402
-from usfmae.finetune.encoder import build_classifier, checkpoint_preset  # noqa: E402
-from usfmae.finetune.folds import seed_everything, stratified_subset  # noqa: E402
-from usfmae.finetune.probe import extract_features, monitor_knn  # noqa: E402
-from usfmae.finetune.sweep import choose, finetune_cell, mean_std, probe_sweep  # noqa: E402
+from usfmae.finetune.classification.config import FinetuneConfig  # noqa: E402
+from usfmae.data.labelled import FolderDataset, LabelledImages, transforms_for  # noqa: E402
+from usfmae.finetune.classification.models import build_classifier  # noqa: E402
+from usfmae.finetune.encoder import checkpoint_preset  # noqa: E402
+from usfmae.eval.folds import seed_everything, stratified_subset  # noqa: E402
+from usfmae.eval.probe import extract_features, monitor_knn  # noqa: E402
+from usfmae.finetune.classification.sweep import choose, finetune_cell, mean_std, probe_sweep  # noqa: E402
 from usfmae.model import create_model  # noqa: E402
 from usfmae.ports import free_port  # noqa: E402
 from usfmae.testing.synthetic import CLASS_NAMES, write_corpus, write_labeled  # noqa: E402
@@ -150,8 +151,7 @@ def step0_encoder(work: Path, args, monitor: Path) -> Path:
     if not path.is_file():
         torch.manual_seed(cfg.seed)  # as the engine does before create_model
         model = create_model(cfg.model.preset, **cfg.masking.model_kwargs(), **cfg.model.overrides())
-        meta = {"format": "usfmae-mae", "preset": cfg.model.preset, "model_overrides": cfg.model.overrides(), "step": 0}
-        save_safetensors(model.state_dict(), path, meta)
+        save_safetensors(model.state_dict(), path, ExportMeta(cfg.model.preset, cfg.model.overrides(), step=0).metadata())
     probe = path.with_suffix(".monitor.json")
     if not probe.is_file():
         probe.write_text(json.dumps(monitor_knn(load_mae(path), monitor, seed=cfg.seed)))

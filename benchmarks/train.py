@@ -58,7 +58,7 @@ from usfmae.data.transforms import normalize_batch, pretrain_transform  # noqa: 
 from usfmae.model import create_model, get_masking  # noqa: E402
 from usfmae.ports import free_port  # noqa: E402
 from usfmae.train.optim import build_optimizer  # noqa: E402
-from usfmae.train.schedule import lr_at  # noqa: E402
+from usfmae.optim import lr_at  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "pretrain_tiny.yaml"

@@ -125,3 +125,14 @@ def test_training_checkpoints_are_written_atomically_and_read_by_every_loader(tm
     (ckpts / "step00000005" / "optimizer.safetensors").write_bytes(b"truncated")
     with pytest.raises(CheckpointError, match="step00000005"):
         read_run_checkpoint(ckpts / "step00000005")
+
+
+def test_export_meta_is_written_and_read_back(tmp_path):
+    from usfmae.checkpoint import ExportMeta
+
+    meta = ExportMeta("mae_vit_tiny_patch8", {"img_size": 64, "norm_pix_loss": True}, step=7)
+    path = save_safetensors({"w": torch.zeros(2)}, tmp_path / "m.safetensors", meta.metadata())
+    assert ExportMeta.read(path) == meta
+    assert ExportMeta.read(save_safetensors({"w": torch.zeros(2)}, tmp_path / "plain.safetensors")) is None
+    torch.save({"w": torch.zeros(2)}, tmp_path / "m.pt")
+    assert ExportMeta.read(tmp_path / "m.pt") is None and ExportMeta.read(tmp_path / "absent.safetensors") is None

@@ -7,7 +7,7 @@ import yaml
 
 from usfmae import cli
 from usfmae.config import ConfigError, PretrainConfig, config_path, load_config, packaged_configs, save_resolved
-from usfmae.train.schedule import lr_at
+from usfmae.optim import lr_at
 
 from helpers import REPO
 
@@ -104,3 +104,13 @@ def test_schedule_start_warmup_end():
     values = [lr_at(s, total, peak, floor, warm) for s in range(warm, total + 1)]
     assert all(a >= b for a, b in zip(values, values[1:]))
     assert not any(math.isnan(v) for v in values)
+
+
+def test_flag_overrides_skips_absent_flags_and_keeps_values_typed():
+    from usfmae.config import flag_overrides, parse_overrides
+
+    sets = flag_overrides(["epochs=3"], {"data": "/d/with space", "output_dir": None, "cpu": False,
+                                         "data.shards": ["a.tar", "b.tar"], "schedule.max_steps": 0, "empty": ""})
+    assert sets[0] == "epochs=3" and len(sets) == 4
+    assert parse_overrides(sets[1:]) == [("data", "/d/with space"), ("data.shards", ["a.tar", "b.tar"]),
+                                         ("schedule.max_steps", 0)]

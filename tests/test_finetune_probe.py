@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from usfmae.finetune.probe import extract_features, knn_eval, knn_scores, linear_probe, monitor_knn
+from usfmae.eval.probe import extract_features, knn_eval, knn_scores, linear_probe, monitor_knn
 from usfmae.model import create_model
 from usfmae.testing.synthetic import write_labeled
 

@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from usfmae.config import ConfigError, load_config
-from usfmae.finetune.config import FinetuneConfig
-from usfmae.finetune.datasets import LabelledImages
+from usfmae.finetune.classification.config import FinetuneConfig
+from usfmae.data.labelled import LabelledImages
 from usfmae.finetune.encoder import build_vit_classifier
-from usfmae.finetune.objective import ClassificationLoss, build_mixup, class_weights
-from usfmae.finetune.protocol import plan_folds, positive_class
-from usfmae.finetune.metrics import classification_metrics
-from usfmae.finetune.train import build_optimizer, lr_at, selection_score, train_one
+from usfmae.finetune.classification.objective import ClassificationLoss, build_mixup, class_weights
+from usfmae.finetune.classification.protocol import plan_folds, positive_class
+from usfmae.eval.metrics import classification_metrics
+from usfmae.finetune.classification.train import build_optimizer, lr_at, selection_score, train_one
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,7 +13,7 @@ from usfmae.finetune.adapters import (
     adapt_gist514,
     adapt_mmotu,
 )
-from usfmae.finetune.datasets import CsvDataset
+from usfmae.data.labelled import CsvDataset
 
 
 def _png(path, value=100, fmt=None):

@@ -6,7 +6,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from usfmae.finetune.baselines import BASELINES, build_baseline, load_baseline_weights, read_state_dict
+from usfmae.checkpoint import load_state_dict
+from usfmae.finetune.classification.baselines import BASELINES, build_baseline, load_baseline_weights
 
 pytestmark = pytest.mark.usefixtures("no_network")
 
@@ -38,8 +39,8 @@ def test_resnet50_imagenet_checkpoint_head_reinitialised(tmp_path):
 
     report = load_baseline_weights(timm.create_model("resnet50", num_classes=2), "resnet50", path)
     assert sorted(report.reinitialised) == ["fc.bias", "fc.weight"]
-    assert report.missing_keys == []  # the head is accounted for as reinitialised
-    assert report.unexpected_keys == []
+    assert report.missing == []  # the head is accounted for as reinitialised
+    assert report.unexpected == []
 
 
 def test_vit_safetensors_same_head_loads_everything(tmp_path):
@@ -49,7 +50,7 @@ def test_vit_safetensors_same_head_loads_everything(tmp_path):
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
     model = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=3)
     report = load_baseline_weights(model, "vit_base_patch16_224", path)
-    assert report.reinitialised == [] and report.missing_keys == [] and report.unexpected_keys == []
+    assert report.reinitialised == [] and report.missing == [] and report.unexpected == []
     for key in ("pos_embed", "blocks.11.mlp.fc2.weight", "head.weight"):
         assert torch.equal(model.state_dict()[key], source.state_dict()[key])
     # Another input size: timm's filter resamples the 14x14 position grid to 10x10 (+ cls token).
@@ -68,7 +69,7 @@ def test_partial_vgg_file_strict_and_lenient(tmp_path):
     model = timm.create_model("vgg19", pretrained=False, num_classes=2)
     report = load_baseline_weights(model, "vgg19", path, strict_backbone=False)
     assert report.loaded == len(features_only)
-    assert "pre_logits.fc1.weight" in report.missing_keys
+    assert "pre_logits.fc1.weight" in report.missing
     assert torch.equal(model.state_dict()["features.0.weight"], source.state_dict()["features.0.weight"])
 
 
@@ -82,11 +83,11 @@ def test_wrong_architecture_and_bad_files(tmp_path):
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="corrupt.pth"):
-        read_state_dict(corrupt)
+        load_state_dict(corrupt)
     not_tensors = tmp_path / "config.pth"
     torch.save({"lr": 0.001}, not_tensors)
     with pytest.raises(ValueError, match="config.pth does not hold a state dict"):
-        read_state_dict(not_tensors)
+        load_state_dict(not_tensors)
 
 
 def test_backbone_shape_mismatch_is_an_error(tmp_path):

@@ -7,7 +7,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from usfmae.constants import IMAGENET_MEAN, IMAGENET_STD
-from usfmae.finetune.datasets import CsvDataset, FolderDataset, load_rgb, transforms_for
+from usfmae.data.labelled import CsvDataset, FolderDataset, load_rgb, transforms_for
 
 
 def _save(path, mode="L", size=(20, 16), value=128, fmt=None):

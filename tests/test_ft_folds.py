@@ -1,13 +1,14 @@
 """Fold protocols: stratified k-fold, official folds, and the fold runner's aggregation."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from sklearn.model_selection import StratifiedKFold
 
-from usfmae.finetune.folds import (
+from usfmae.eval.folds import (
     FoldSpec,
     flatten_scalars,
     folds_from_column,
@@ -36,7 +37,7 @@ def test_every_sample_in_exactly_one_val_fold(k):
         assert train.size + val.size == labels.size
 
 
-def test_class_proportions_balanced_within_one_like_sklearn():
+def test_class_proportions_balanced_within_one():
     labels = _imbalanced_labels()
     ours = stratified_kfold(labels, k=5, seed=0)
     theirs = list(StratifiedKFold(n_splits=5, shuffle=True, random_state=0).split(np.zeros(labels.size), labels))
@@ -49,6 +50,15 @@ def test_class_proportions_balanced_within_one_like_sklearn():
         assert max(ours_counts) - min(ours_counts) <= 1
         # Same per-class fold counts as sklearn, up to the order of the folds.
         assert sorted(ours_counts) == sorted(theirs_counts)
+
+
+def test_a_class_rarer_than_k_is_expected_not_warned_about():
+    labels = np.array([0] * 20 + [1] * 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's "least populated class" warning would fail here
+        splits = stratified_kfold(labels, 5, seed=0)
+    assert sorted(int(np.sum(labels[val] == 1)) for _, val in splits) == [0, 0, 0, 1, 1]
+    assert all(val.dtype == np.int64 and np.array_equal(val, np.sort(val)) for _, val in splits)
 
 
 def test_seed_changes_assignment_and_is_reproducible():

@@ -1,4 +1,5 @@
-"""classification_metrics agrees with scikit-learn (used here as the reference only)."""
+"""The rules classification_metrics adds around scikit-learn: every class counted (absent ones too), the
+positive class by name, AUROC None where undefined and a macro AUROC over present classes, JSON output."""
 
 import json
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from usfmae.finetune.metrics import binary_auroc, classification_metrics, format_table
+from usfmae.eval.metrics import binary_auroc, classification_metrics, format_table
 
 
 def _random_task(num_classes: int, n: int, seed: int):
@@ -22,7 +23,7 @@ def _random_task(num_classes: int, n: int, seed: int):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_binary_matches_sklearn(seed):
+def test_binary_passes_the_named_positive_class(seed):
     y_true, y_pred, probs = _random_task(2, 300, seed)
     m = classification_metrics(y_true, y_pred, 2, class_names=["benign", "malignant"],
                                positive_class="malignant", y_score=probs)
@@ -46,7 +47,7 @@ def test_binary_positive_class_zero_and_1d_scores():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_eight_class_matches_sklearn(seed):
+def test_eight_class_averages_over_every_class(seed):
     y_true, y_pred, probs = _random_task(8, 500, seed)
     m = classification_metrics(y_true, y_pred, 8, y_score=probs)
     labels = list(range(8))
@@ -69,7 +70,7 @@ def test_eight_class_matches_sklearn(seed):
     assert m["micro"]["f1"] == pytest.approx(m["micro"]["recall"])
 
 
-def test_zero_division_gives_zero_like_sklearn():
+def test_zero_division_gives_zero():
     # Class 2 is never predicted and never true; class 1 is predicted but never true.
     y_true = np.array([0, 0, 0, 3, 3])
     y_pred = np.array([0, 1, 1, 3, 0])
@@ -91,6 +92,18 @@ def test_auroc_ties_and_undefined():
     m = classification_metrics(y_true, y_true, 3, y_score=probs)
     assert m["per_class"]["2"]["auroc"] is None
     assert m["auroc"] == pytest.approx(0.5)
+
+
+def test_hand_computed_binary_figures():
+    # 6 samples, positive "m" (index 1): TP 2, FP 1, FN 1, TN 2.
+    y_true, y_pred = [1, 1, 1, 0, 0, 0], [1, 1, 0, 1, 0, 0]
+    m = classification_metrics(y_true, y_pred, 2, class_names=["b", "m"], positive_class="m",
+                               y_score=[0.9, 0.8, 0.4, 0.7, 0.2, 0.1])
+    assert m["binary"] == {"positive_class": "m", "precision": pytest.approx(2 / 3), "recall": pytest.approx(2 / 3),
+                           "f1": pytest.approx(2 / 3)}
+    assert m["accuracy"] == pytest.approx(4 / 6) and m["confusion_matrix"] == [[2, 1], [1, 2]]
+    assert m["auroc"] == pytest.approx(8 / 9)  # 8 of the 9 (positive, negative) pairs ranked right
+    assert m["per_class"]["b"]["support"] == 3 and type(m["per_class"]["b"]["f1"]) is float
 
 
 def test_output_is_json_serialisable_and_table_prints():

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from usfmae.finetune.folds import run_folds
-from usfmae.finetune.metrics import classification_metrics
-from usfmae.finetune.report import save_confusion_png, table2_markdown, table_keys
+from usfmae.eval.folds import run_folds
+from usfmae.eval.metrics import classification_metrics
+from usfmae.finetune.classification.report import save_confusion_png, table2_markdown, table_keys
 
 
 def _binary(seed, names=("benign", "malignant"), positive="malignant"):

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from usfmae.finetune.config import FinetuneConfig
-from usfmae.finetune.encoder import build_classifier
-from usfmae.finetune.probe import extract_features
-from usfmae.finetune.small_cnn import SmallCNN
-from usfmae.finetune.sweep import choose, finetune_cell, mean_std, probe_sweep
+from usfmae.finetune.classification.config import FinetuneConfig
+from usfmae.finetune.classification.models import build_classifier
+from usfmae.eval.probe import extract_features
+from usfmae.finetune.classification.small_cnn import SmallCNN
+from usfmae.finetune.classification.sweep import choose, finetune_cell, mean_std, probe_sweep
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CLASSES = ["benign", "malignant"]

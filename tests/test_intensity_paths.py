@@ -15,7 +15,7 @@ import webdataset as wds
 from usfmae.constants import IMAGENET_STD
 from usfmae.data.stream import decode_image, stack_images
 from usfmae.data.transforms import denormalize, normalize_batch, pretrain_transform
-from usfmae.finetune.datasets import FolderDataset, transforms_for
+from usfmae.data.labelled import FolderDataset, transforms_for
 from usfmae.io import iter_frames
 from usfmae.shards.build import run_local
 from usfmae.shards.config import BuildConfig

@@ -7,13 +7,13 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from usfmae.checkpoint import save_safetensors
-from usfmae.finetune.seg_config import SegmentationConfig
-from usfmae.finetune.seg_data import (SegmentationPairs, busbra_pairs, find_pairs, folder_pairs, holdout,
+from usfmae.finetune.segmentation.config import SegmentationConfig
+from usfmae.finetune.segmentation.data import (SegmentationPairs, busbra_pairs, find_pairs, folder_pairs, holdout,
                                       joint_transform, load_mask)
-from usfmae.finetune.seg_main import split_pairs
-from usfmae.finetune.seg_metrics import binarize, dice_iou, segmentation_metrics
-from usfmae.finetune.seg_train import DiceBCELoss
-from usfmae.finetune.segmentation import build_segmenter
+from usfmae.finetune.segmentation.run import split_pairs
+from usfmae.finetune.segmentation.metrics import binarize, dice_iou, segmentation_metrics
+from usfmae.finetune.segmentation.train import DiceBCELoss
+from usfmae.finetune.segmentation.model import build_segmenter
 from usfmae.model import create_model
 
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from usfmae.checkpoint import save_safetensors
-from usfmae.finetune.seg_main import main
+from usfmae.finetune.segmentation.run import main
 from usfmae.model import create_model
 from usfmae.testing.synthetic import write_segmentation
 

@@ -15,6 +15,7 @@ and `checkpoints/latest` naming the newest complete one (a tag directory appears
 """
 
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -24,21 +25,28 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from .model.pos_embed import interpolate_pos_embed
+from timm.layers import resample_abs_pos_embed
+from timm.models import adapt_input_conv
 
 ENCODER_PREFIXES = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
 
 
 @dataclass
 class LoadReport:
+    """What loading a weights file did to a model: every key accounted for."""
+
     source: str
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
-    adapted: list[str] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)  # tensors resampled or re-channelled to fit
+    reinitialised: list[str] = field(default_factory=list)  # head tensors of another shape, left fresh
+    loaded: int = 0  # tensors copied into the model
 
     def __str__(self) -> str:
-        lines = [f"loaded {self.source}: {len(self.missing)} missing, {len(self.unexpected)} unexpected keys"]
-        for title, keys in (("missing", self.missing), ("unexpected", self.unexpected), ("adapted", self.adapted)):
+        lines = [f"loaded {self.source}: {self.loaded} tensors, {len(self.missing)} missing, "
+                 f"{len(self.unexpected)} unexpected keys"]
+        for title, keys in (("missing", self.missing), ("unexpected", self.unexpected), ("adapted", self.adapted),
+                            ("reinitialised", self.reinitialised)):
             if keys:
                 lines.append(f"  {title}: " + ", ".join(keys))
         return "\n".join(lines)
@@ -46,6 +54,10 @@ class LoadReport:
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit; the message names the file."""
+
+
+class CheckpointNotFound(CheckpointError, FileNotFoundError):
+    """No file or directory at the checkpoint path (both a CheckpointError and a FileNotFoundError)."""
 
 
 # ---------------------------------------------------------------------------- reading
@@ -66,10 +78,12 @@ def strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a loaded file, taken out of {'model' | 'state_dict' | 'module': ...} wrappers."""
     for key in ("model", "state_dict", "module"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if not isinstance(obj, dict) or not obj or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
     return strip_wrappers(obj)
 
@@ -89,7 +103,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read any supported checkpoint into a flat {name: tensor} dict (CPU)."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointNotFound(f"checkpoint not found: {path}")
     if path.is_dir():
         ours = run_checkpoint_dir(path)
         return load_file(str(ours / RUN_WEIGHTS), device="cpu") if ours else load_deepspeed(path)
@@ -106,17 +120,21 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------- adapting
 def adapt_state_dict(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
                      report: LoadReport) -> dict[str, torch.Tensor]:
-    """Fit position embeddings (grid) and patch embedding (input channels) to the target's shapes."""
+    """Fit position embeddings (grid) and patch embedding (input channels) to the target's shapes, with
+    timm's own conversions (resample_abs_pos_embed, adapt_input_conv)."""
     out = dict(state)
     for key in ("pos_embed", "decoder_pos_embed"):
         if key in out and key in target and out[key].shape != target[key].shape:
-            out[key] = interpolate_pos_embed(out[key], target[key].shape[1] - 1)
+            # [1, 1 + G*G, D] -> [1, 1 + G'*G', D]: the grid resampled bicubically, the cls row kept.
+            side = math.isqrt(target[key].shape[1] - 1)
+            out[key] = resample_abs_pos_embed(out[key], new_size=[side, side], num_prefix_tokens=1,
+                                              interpolation="bicubic", antialias=False)
             report.adapted.append(f"{key} {list(state[key].shape)}->{list(out[key].shape)}")
     key = "patch_embed.proj.weight"
     if key in out and key in target and out[key].shape[1] != target[key].shape[1]:
         w, c = out[key], target[key].shape[1]
-        # Like timm's adapt_input_conv: sum to 1 channel, or repeat and rescale to c channels.
-        out[key] = w.sum(dim=1, keepdim=True) if c == 1 else w.repeat(1, (c + w.shape[1] - 1) // w.shape[1], 1, 1)[:, :c] * (w.shape[1] / c)
+        # [D, C, P, P] -> [D, c, P, P]: summed to 1 channel, or repeated and rescaled to c channels.
+        out[key] = adapt_input_conv(c, w, base_chans=w.shape[1])
         report.adapted.append(f"{key} in_chans {w.shape[1]}->{c}")
     return out
 
@@ -140,6 +158,7 @@ def load_into(model: nn.Module, path: str | Path, strict: bool = False, prefixes
     result = model.load_state_dict(state, strict=False)
     report.missing = list(result.missing_keys)
     report.unexpected += list(result.unexpected_keys)
+    report.loaded = len(state) - len(result.unexpected_keys)
     if strict and (report.missing or report.unexpected):
         raise CheckpointError(str(report))
     if verbose:
@@ -171,6 +190,35 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata() or {})
+
+
+@dataclass(frozen=True)
+class ExportMeta:
+    """What our MAE safetensors (export, training checkpoint) record about the model, enough to rebuild it
+    as create_model(preset, **model_overrides). The one writer (metadata) and reader (read) of that header."""
+
+    preset: str
+    model_overrides: dict = field(default_factory=dict)  # constructor kwargs that differ from the preset
+    format: str = "usfmae-mae"  # usfmae-mae (full MAE) or usfmae-timm (encoder under timm names)
+    step: int | None = None  # optimizer step of a pretraining run, when known
+
+    def metadata(self) -> dict:
+        """The safetensors header (save_safetensors JSON-encodes the non-string values)."""
+        meta = {"format": self.format, "preset": self.preset, "model_overrides": self.model_overrides}
+        return meta if self.step is None else {**meta, "step": self.step}
+
+    @classmethod
+    def read(cls, path: str | Path) -> "ExportMeta | None":
+        """The metadata of a safetensors file of ours; None for other files or headers without a preset."""
+        path = Path(path)
+        if path.suffix != ".safetensors" or not path.is_file():
+            return None
+        meta = read_metadata(path)
+        if "preset" not in meta:
+            return None
+        step = meta.get("step")
+        return cls(meta["preset"], json.loads(meta.get("model_overrides", "{}")), meta.get("format", "usfmae-mae"),
+                   None if step is None else int(step))
 
 
 # ---------------------------------------------------------------------------- training checkpoints

@@ -6,6 +6,7 @@ Unknown keys and bad values raise `ConfigError` naming the dotted key path. A co
 of one shipped with the package (`pretrain_tiny`, `pretrain_tiny.yaml`: see `config_path`).
 """
 
+import json
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -20,6 +21,9 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
+    """The base of every config model in usfmae (pretraining, fine-tuning, shard building, cleaning, readers):
+    unknown keys are rejected and assignments validated, so a typo never passes silently."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
@@ -211,7 +215,7 @@ class LoggingConfig(Section):
         "micro-batch (large on long runs; for debugging data order and resume)."))
     knn_every: int = Field(0, ge=0, description=(
         "Every N optimizer steps (and at the end), rank 0 measures frozen-encoder feature quality on "
-        "`knn_data` (usfmae.finetune.probe.monitor_knn: 5-fold k-NN and linear probe) on a copy of the weights in "
+        "`knn_data` (usfmae.eval.probe.monitor_knn: 5-fold k-NN and linear probe) on a copy of the weights in "
         "a background thread, and logs knn/* values when it is done; no rank waits for it (a measurement still "
         "running when the next is due is skipped and logged). Keep the set small (a few hundred images). 0 = off."))
     knn_data: str | None = Field(None, description=(
@@ -318,6 +322,15 @@ def config_path(value: str | Path) -> Path:
     names = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
     raise ConfigError(f"config file not found: {value} (neither a file nor a packaged config; packaged: "
                       f"{', '.join(names)})")
+
+
+def flag_overrides(overrides: list[str] | None, flags: dict[str, Any]) -> list[str]:
+    """The `--set` pairs, then `key=value` for each command-line flag that was given: the one way entry
+    points turn their flags into overrides. A flag is skipped when it is None, False or empty; values are
+    JSON-encoded, which YAML reads back unchanged (a path stays a string, a list of shards a list)."""
+    given = {key: value for key, value in flags.items()
+             if value is not None and value is not False and value != "" and value != []}
+    return [*(overrides or []), *(f"{key}={json.dumps(value)}" for key, value in given.items())]
 
 
 def load_config(model: type[C], path: str | Path | None = None, overrides: list[str] | None = None,

@@ -10,14 +10,14 @@ vit_base_patch16_224, loadable with strict=True and num_classes=0). .pth/.pt out
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 import yaml
 
-from .checkpoint import CheckpointError, load_state_dict, mae_to_timm, save_safetensors
+from .checkpoint import CheckpointError, ExportMeta, load_state_dict, mae_to_timm, save_safetensors
+from .config import ModelConfig
 from .model import create_model
 from .model.timm_vit import timm_vit_like
 
@@ -38,17 +38,11 @@ def model_spec(path: Path, config: dict | None, preset: str | None) -> tuple[str
     if preset:
         return preset, {}
     if config:
-        model = config.get("model", {})
-        return model.get("preset", "mae_vit_base_patch16"), {
-            k: v for k, v in model.items() if k != "preset" and v is not None and k in (
-                "img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads",
-                "decoder_embed_dim", "decoder_depth", "decoder_num_heads")}
-    if path.suffix == ".safetensors":
-        from .checkpoint import read_metadata
-
-        meta = read_metadata(path)
-        if "preset" in meta:
-            return meta["preset"], json.loads(meta.get("model_overrides", "{}"))
+        model = ModelConfig.model_validate(config.get("model") or {})  # the run's own schema, not a key list
+        return model.preset, model.overrides()
+    meta = ExportMeta.read(path)
+    if meta is not None:
+        return meta.preset, meta.model_overrides
     return "mae_vit_base_patch16", {}
 
 
@@ -71,7 +65,7 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, preset: str | None
         out.parent.mkdir(parents=True, exist_ok=True)
         torch.save({k: v.float().contiguous() for k, v in state.items()}, out)
     else:
-        save_safetensors(state, out, {"format": f"usfmae-{fmt}", "preset": name, "model_overrides": overrides})
+        save_safetensors(state, out, ExportMeta(name, overrides, format=f"usfmae-{fmt}").metadata())
     return out
 
 

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-import usfmae.finetune.probe as probe
+import usfmae.eval.probe as probe
 
 _real = probe.monitor_knn
 

@@ -7,7 +7,9 @@ ignores them. Every step has an `enabled` switch so each can be measured on its 
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from usfmae.config import Section
 
 
 # Pixel sizes of the in-scan steps (dots, crosses, fills, holes) are given for an image this many
@@ -20,11 +22,7 @@ def size_scale(shape: tuple[int, ...]) -> float:
     return min(shape[:2]) / REFERENCE_SIDE
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class StrokeConfig(_Strict):
+class StrokeConfig(Section):
     """Fast mode only: what counts as an overlay stroke (text, calipers, dotted and straight lines)."""
 
     min_value: int = Field(150, ge=0, le=255, description="A stroke pixel has max(R, G, B) at least this.")
@@ -40,7 +38,7 @@ class StrokeConfig(_Strict):
     )
 
 
-class TextConfig(_Strict):
+class TextConfig(Section):
     """Step 1: burned-in text found by Tesseract OCR."""
 
     enabled: bool = Field(True, description="Mask the boxes of words Tesseract reads.")
@@ -121,7 +119,7 @@ class TextConfig(_Strict):
     )
 
 
-class ColourConfig(_Strict):
+class ColourConfig(Section):
     """Step 2: coloured annotations (saturated pixels clustered in HSV)."""
 
     enabled: bool = Field(True, description="Mask coloured annotations.")
@@ -146,7 +144,7 @@ class ColourConfig(_Strict):
     )
 
 
-class GrayscaleConfig(_Strict):
+class GrayscaleConfig(Section):
     """Step 3: grayscale annotations (calipers, pencil marks, small boxes) from edges."""
 
     enabled: bool = Field(True, description="Mask grayscale annotations.")
@@ -175,7 +173,7 @@ class GrayscaleConfig(_Strict):
     )
 
 
-class LinesConfig(_Strict):
+class LinesConfig(Section):
     """Fast mode only: long thin straight overlay lines at any angle (boxes, cursors, scale and measurement bars)."""
 
     enabled: bool = Field(True, description="Fast mode only: mask long straight overlay lines with a drawn profile.")
@@ -199,7 +197,7 @@ class LinesConfig(_Strict):
     )
 
 
-class DotsConfig(_Strict):
+class DotsConfig(Section):
     """Fast mode only: dotted and dashed lines (caliper joins, cursors) as chains of alike, evenly spaced dots.
 
     Pixel sizes are for a 480-pixel-high image and scale with the shorter image side.
@@ -236,7 +234,7 @@ class DotsConfig(_Strict):
     )
 
 
-class CrossesConfig(_Strict):
+class CrossesConfig(Section):
     """Fast mode only: measurement crosses and caliper ends ('+' and 'x').
 
     Pixel sizes are for a 480-pixel-high image and scale with the shorter image side.
@@ -250,7 +248,7 @@ class CrossesConfig(_Strict):
     min_contrast: int = Field(80, ge=0, le=255, description="...and this much above their surroundings (top-hat).")
 
 
-class FillsConfig(_Strict):
+class FillsConfig(Section):
     """Fast mode only: flat-coloured shapes inside the scan (logo disks, label boxes, grey bars) and their contents.
 
     Areas are for a 480-pixel-high image and scale with the square of the shorter image side.
@@ -291,7 +289,7 @@ class FillsConfig(_Strict):
     grow_px: int = Field(2, ge=0, description="Pixels added around a fill (a logo's ring, a box's edge).")
 
 
-class BorderConfig(_Strict):
+class BorderConfig(Section):
     """Fast mode only: marks on the black margin between the scan and the edge of the detected sector."""
 
     enabled: bool = Field(
@@ -332,7 +330,7 @@ class BorderConfig(_Strict):
     grow_px: int = Field(1, ge=0, description="Pixels added around each mark (anti-aliased rims).")
 
 
-class SectorConfig(_Strict):
+class SectorConfig(Section):
     """Fast mode only: find the scan sector (fan or rectangle); everything outside is annotation."""
 
     enabled: bool = Field(True, description="Fast mode only: fill everything outside the scan sector with black.")
@@ -388,7 +386,7 @@ class SectorConfig(_Strict):
     convex_hull: bool = Field(True, description="Take the convex hull of the sector (fans and rectangles are convex).")
 
 
-class MorphologyConfig(_Strict):
+class MorphologyConfig(Section):
     """Step 4: clean up the union of the masks."""
 
     enabled: bool = Field(
@@ -410,7 +408,7 @@ class MorphologyConfig(_Strict):
     )
 
 
-class InpaintConfig(_Strict):
+class InpaintConfig(Section):
     """Step 5: fill the masked pixels."""
 
     enabled: bool = Field(True, description="Inpaint the masked pixels (off: return the input pixels and the mask).")
@@ -418,7 +416,7 @@ class InpaintConfig(_Strict):
     radius: int = Field(3, ge=1, description="Inpainting neighbourhood radius, pixels.")
 
 
-class CleaningConfig(_Strict):
+class CleaningConfig(Section):
     """Annotation removal before sharding (README "1. Build shards", Cleaning)."""
 
     enabled: bool = Field(True, description="Clean images at all (off: images pass through unchanged).")

@@ -1,5 +1,5 @@
 """Fine-tune a pretrained USF-MAE encoder (or a baseline) for classification under the paper's protocol,
-or for lesion segmentation (--task segmentation, usfmae.finetune.seg_main).
+or for lesion segmentation (--task segmentation, usfmae.finetune.segmentation.run).
 
     # one process: a class-folder tree (stratified hold-out) or a path,label[,fold|split] CSV
     python launch/finetune.py --checkpoint runs/usfmae/model.safetensors --data data/busbra.csv \
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from usfmae.config import ConfigError, load_config, save_resolved
 from usfmae.finetune import DistEnv, FinetuneConfig, init_distributed, run_finetune, shutdown, table2_from_runs
-from usfmae.finetune import seg_main
+from usfmae.finetune.segmentation import run as segmentation_run
 
 TASKS = ("classification", "segmentation")
 
@@ -45,7 +45,7 @@ def split_task(argv: list[str]) -> tuple[str, list[str]]:
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", choices=TASKS, default="classification",
-                    help="classification (default, these options) or segmentation (usfmae.finetune.seg_main's options)")
+                    help="classification (default, these options) or segmentation (usfmae.finetune.segmentation.run's options)")
     ap.add_argument("--checkpoint", help="pretrained weights (replaces `checkpoint`)")
     ap.add_argument("--model", help="usfmae | vgg19 | resnet50 | vit_base_patch16_224 (replaces `model`)")
     ap.add_argument("--data", help="class-folder tree or path,label[,fold|split] CSV (replaces `data`)")
@@ -78,7 +78,7 @@ def segmentation(argv: list[str]) -> int:
         print("error: --task segmentation runs in one process; start it with python, not torchrun/deepspeed",
               file=sys.stderr)
         return 2
-    return seg_main.main(argv)
+    return segmentation_run.main(argv)
 
 
 def main(argv=None) -> int:

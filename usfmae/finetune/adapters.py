@@ -57,24 +57,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from usfmae.finetune.datasets import FolderDataset, is_image_file
-from usfmae.finetune.folds import stratified_kfold
+from usfmae.data.labelled import FolderDataset, is_image_file
+from usfmae.eval.folds import stratified_kfold
+from usfmae.finetune.registry import DOWNSTREAM
 
-BUSBRA_CLASSES = ("benign", "malignant")
-MMOTU_CLASSES = (
-    "chocolate cyst",
-    "serous cystadenoma",
-    "teratoma",
-    "theca cell tumor",
-    "simple cyst",
-    "normal ovary",
-    "mucinous cystadenoma",
-    "high grade serous cystadenocarcinoma",
-)
-GIST514_CLASSES = ("GIST", "leiomyoma")
-
-# Positive class of each binary task, for the binary precision/recall/F1 of Table 2.
-POSITIVE_CLASS = {"busbra": "malignant", "mmotu": None, "gist514": "GIST"}
+BUSBRA_CLASSES = DOWNSTREAM["busbra"].classes
+MMOTU_CLASSES = DOWNSTREAM["mmotu"].classes
+GIST514_CLASSES = DOWNSTREAM["gist514"].classes
 
 
 def _require(path: Path, what: str) -> Path:
@@ -263,3 +252,4 @@ ADAPTERS: dict[str, Callable[..., Path]] = {
     "mmotu": adapt_mmotu,
     "gist514": adapt_gist514,
 }
+assert set(ADAPTERS) == set(DOWNSTREAM), "every downstream dataset of the registry has an adapter"

@@ -1,103 +1,35 @@
-"""Fine-tuning configuration (classification): model, data, protocol, optimisation, regularisation."""
+"""The fields every fine-tuning config shares (classification and segmentation), defined once.
 
-from typing import Literal
+Each task's config (classification/config.py, segmentation/config.py) derives from FinetuneBase and adds
+its own fields; the fields whose defaults differ per task (epochs, lr, batch_size, ...) stay in each.
+"""
 
 from pydantic import Field, model_validator
 
 from ..config import Section
 
-MODELS = ("usfmae", "vgg19", "resnet50", "vit_base_patch16_224", "small_cnn")
-DATASETS = ("busbra", "mmotu", "gist514")
 
-
-class FinetuneConfig(Section):
-    # ------------------------------------------------------------------ run
-    seed: int = Field(0, description="Base seed: fold i uses seed + i for its head, sampling and augmentation.")
-    output_dir: str = Field("runs/finetune", description="Where metrics, tables, figures and models are written.")
-
-    # ------------------------------------------------------------------ model
-    model: Literal["usfmae", "vgg19", "resnet50", "vit_base_patch16_224", "small_cnn"] = Field("usfmae", description=(
-        "'usfmae' = ViT encoder from a pretraining checkpoint (`checkpoint`); or a baseline built by timm: "
-        "vgg19, resnet50, vit_base_patch16_224 (weights from a local file, never downloaded); or small_cnn, "
-        "a 4-stage CNN trained from scratch (usfmae.finetune.small_cnn; no checkpoint)."))
+class FinetuneBase(Section):
+    seed: int = Field(0, description=(
+        "Base seed of the head/decoder initialisation, splits, sampling and augmentation (fold i uses seed + i)."))
     checkpoint: str | None = Field(None, description=(
-        "Encoder weights: our model.safetensors / DeepSpeed checkpoint dir, a released USF-MAE .pt, an MAE "
-        "ImageNet checkpoint; for baselines a local timm/torchvision weights file. None = random init."))
-    random_init: bool = Field(False, description=(
-        "usfmae only: build the checkpoint's architecture (the preset and overrides its file records) without "
-        "loading its weights: the random-init control of a pretrained encoder. The encoder starts from the MAE's "
-        "own init (xavier linears, sin-cos position embeddings), as pretraining step 0 does."))
+        "Encoder weights in any format usfmae.checkpoint reads (our model.safetensors, a DeepSpeed checkpoint "
+        "directory, a released USF-MAE .pt, an MAE ImageNet checkpoint); for classification baselines a local "
+        "timm/torchvision weights file. None = random init."))
     preset: str | None = Field(None, description=(
         "MAE preset of the checkpoint when its file does not record one (released .pt files; default "
         "mae_vit_base_patch16)."))
     image_size: int | None = Field(None, gt=0, description=(
         "Input side; None = the encoder's pretraining size (224 for baselines). ViT position embeddings "
         "are resampled when it differs."))
-    global_pool: Literal["token", "avg"] = Field("avg", description=(
-        "ViT head on the cls token or on the mean of patch tokens (MAE's fine-tuning recipe)."))
-
-    # ------------------------------------------------------------------ data
-    data: str | None = Field(None, description=(
-        "A folder with one sub-folder per class, or a CSV with header path,label[,fold|split]."))
-    data_root: str | None = Field(None, description="Folder that relative CSV paths start from (default: the CSV's).")
-    dataset: Literal["busbra", "mmotu", "gist514"] | None = Field(None, description=(
-        "Known downstream dataset: names it in Table 2, fixes its class order and positive class, and with "
-        "`raw` runs its adapter on the official layout first."))
-    raw: str | None = Field(None, description="Official layout of `dataset` to adapt into <output_dir>/<dataset>.csv.")
-
-    # ------------------------------------------------------------------ protocol
-    protocol: Literal["auto", "kfold", "split", "holdout"] = Field("auto", description=(
-        "auto: official folds when the CSV has a fold column, its split when it has a split column, else a "
-        "stratified hold-out. kfold: official folds or, without a fold column, stratified `folds`-fold. "
-        "split: the CSV's train/val split column. holdout: one stratified hold-out of `val_fraction`."))
-    folds: int = Field(5, ge=2, description="Folds of the stratified k-fold (when the data has no fold column).")
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="Hold-out fraction (holdout protocol).")
-    positive_class: str | None = Field(None, description=(
-        "Positive class of binary tasks (default: the dataset's, else the second class)."))
-
-    # ------------------------------------------------------------------ optimisation
-    epochs: int = Field(20, gt=0, description="Training epochs per fold.")
-    batch_size: int = Field(32, gt=0, description="Images per batch per process (global = batch_size x processes).")
-    lr: float = Field(5e-4, gt=0, description="Peak learning rate (AdamW, linear warmup then half-cycle cosine).")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="Seeded stratified/random hold-out fraction.")
     min_lr: float = Field(1e-6, ge=0, description="Floor of the cosine decay.")
     warmup_epochs: float = Field(1.0, ge=0, description="Linear warmup length in epochs.")
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay (none on biases, norms, tokens).")
-    layer_decay: float | None = Field(0.75, gt=0, le=1, description=(
-        "Layer-wise lr decay for ViTs: block i of n gets lr x decay^(n - i) (None = off; CNNs never use it)."))
     clip_grad: float | None = Field(1.0, gt=0, description="Gradient-norm clip (None = off).")
-    patience: int | None = Field(None, gt=0, description="Early stopping: epochs without a better validation F1.")
-    select_on: Literal["f1", "macro_f1"] = Field("f1", description=(
-        "Validation F1 that picks each fold's best epoch and drives early stopping. f1: the Table 2 figure "
-        "(binary F1 of the positive class; micro F1 with more classes), as the paper. macro_f1: the mean of "
-        "the per-class F1s, which an epoch predicting one class for every image cannot win (binary F1 gives "
-        "calling everything positive 2p/(1+p): 0.667 on a balanced set)."))
-
-    # ------------------------------------------------------------------ regularisation
-    augment: Literal["paper", "light", "none"] = Field("paper", description=(
-        "Training augmentation. paper: rotation 0-90 deg, flips, RandomResizedCrop scale (0.5, 2.0); light: "
-        "flips and a mild crop (scale 0.8-1), for tiny images whose lesions a strong crop would cut away."))
-    drop_path: float = Field(0.1, ge=0, lt=1, description="Stochastic depth rate.")
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
-    mixup: float = Field(0.0, ge=0, description="Mixup alpha (0 = off).")
-    cutmix: float = Field(0.0, ge=0, description="CutMix alpha (0 = off).")
-    mixup_prob: float = Field(1.0, ge=0, le=1, description="Probability of mixing a batch when mixup/cutmix is on.")
-    class_weighted: bool = Field(False, description="Weight the loss by inverse class frequency of the training set.")
-
-    # ------------------------------------------------------------------ outputs and loading
-    save_model: bool = Field(True, description="Save each fold's best weights (best_model.pt).")
-    num_workers: int = Field(2, ge=0, description="DataLoader workers per process.")
 
     @model_validator(mode="after")
-    def _check(self) -> "FinetuneConfig":
-        if self.raw is not None and self.dataset is None:
-            raise ValueError("raw needs dataset (busbra, mmotu or gist514) to pick the adapter")
-        if self.raw is not None and self.data is not None:
-            raise ValueError("give either data (an adapted CSV or folder) or raw (with dataset), not both")
-        if self.min_lr > self.lr:
+    def _check_lr_floor(self):
+        if self.min_lr > self.lr:  # lr is each task's own field (its default differs)
             raise ValueError(f"min_lr {self.min_lr} exceeds lr {self.lr}")
         return self
-
-    @property
-    def mixing(self) -> bool:
-        """True when batches are mixed (mixup or CutMix): the loss then takes soft targets."""
-        return self.mixup > 0 or self.cutmix > 0

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from usfmae.config import Section
 
 
-class ReaderConfig(BaseModel):
+class ReaderConfig(Section):
     """How inputs become 2D frames (paper §2.1: video sampled at 3 frames per second, volumes sliced)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     video_fps: float = Field(3.0, gt=0, description="Frames kept per second of video (paper: 3).")
     dicom_fps: float = Field(3.0, gt=0, description="Frames kept per second of a DICOM cine (paper: 3).")

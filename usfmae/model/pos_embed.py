@@ -1,7 +1,5 @@
 """Fixed 2D sine-cosine position embeddings (as in facebookresearch/mae)."""
 
-import math
-
 import torch
 
 
@@ -25,17 +23,3 @@ def sincos_2d(embed_dim: int, grid_size: int, cls_token: bool = False) -> torch.
     if cls_token:
         emb = torch.cat([torch.zeros(1, embed_dim, dtype=emb.dtype), emb], dim=0)
     return emb.float()
-
-
-def interpolate_pos_embed(pos_embed: torch.Tensor, num_patches: int, num_prefix: int = 1) -> torch.Tensor:
-    """Resample a [1, prefix + G*G, D] embedding to a new square grid (bicubic, prefix tokens kept)."""
-    old = pos_embed.shape[1] - num_prefix
-    old_size, new_size = int(math.isqrt(old)), int(math.isqrt(num_patches))
-    if old_size == new_size:
-        return pos_embed
-    prefix, grid = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
-    dim = grid.shape[-1]
-    grid = grid.reshape(1, old_size, old_size, dim).permute(0, 3, 1, 2).float()
-    grid = torch.nn.functional.interpolate(grid, size=(new_size, new_size), mode="bicubic", align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(1, new_size * new_size, dim).to(pos_embed.dtype)
-    return torch.cat([prefix, grid], dim=1)

@@ -13,10 +13,10 @@ import secrets
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from usfmae.cleaning import CleaningConfig
-from usfmae.config import config_path, load_config
+from usfmae.config import Section, config_path, load_config
 from usfmae.constants import DEFAULT_IMAGE_SIZE
 from usfmae.io import ReaderConfig
 from usfmae.io.kinds import KINDS
@@ -24,11 +24,7 @@ from usfmae.io.kinds import KINDS
 SALT_ENV = "USFMAE_SOURCE_SALT"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DatasetSource(_Strict):
+class DatasetSource(Section):
     """One folder of inputs and the dataset it belongs to."""
 
     name: str = Field(..., min_length=1, description="Dataset name (matched against the registry, e.g. "
@@ -40,7 +36,7 @@ class DatasetSource(_Strict):
                                 "the registry's value, or 'unspecified' for datasets not in the registry.")
 
 
-class DedupConfig(_Strict):
+class DedupConfig(Section):
     """Dropping repeated frames before they are cleaned (saves the cleaning time too).
 
     Exact repeats (same stored pixels, so the same key) are always dropped build-wide, wherever they land,
@@ -64,7 +60,7 @@ class DedupConfig(_Strict):
         return kinds
 
 
-class TaskConfig(_Strict):
+class TaskConfig(Section):
     """Resources of the Ray task that writes one shard."""
 
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per shard task (cleaning is single-threaded).")
@@ -75,7 +71,7 @@ class TaskConfig(_Strict):
                              "(node lost, out-of-memory kill); a rerun overwrites the same shard.")
 
 
-class S3Config(_Strict):
+class S3Config(Section):
     """Upload settings for s3:// outputs (credentials come from boto3's standard chain, never from here)."""
 
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph, moto); null "
@@ -87,7 +83,7 @@ class S3Config(_Strict):
                           "(exponential backoff from 0.5 s).")
 
 
-class BuildConfig(_Strict):
+class BuildConfig(Section):
     """A whole shard build: inputs, frame processing, shard layout and output."""
 
     datasets: list[DatasetSource] = Field(..., min_length=1, description="Folders to include, with their dataset.")
@@ -140,7 +136,7 @@ def resolve_salt(cfg: BuildConfig) -> tuple[str, bool]:
     return secrets.token_hex(16), True
 
 
-class QAConfig(_Strict):
+class QAConfig(Section):
     """What preprocessing/clean_images.py reads from --config: the cleaning and reader sections."""
 
     cleaning: CleaningConfig = Field(default_factory=CleaningConfig, description="Annotation removal per frame.")

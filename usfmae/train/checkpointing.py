@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..checkpoint import LATEST, read_run_checkpoint, run_checkpoint_dir, write_run_checkpoint
+from ..checkpoint import LATEST, ExportMeta, read_run_checkpoint, run_checkpoint_dir, write_run_checkpoint
 from ..config import ConfigError, PretrainConfig
 from .fullstate import EngineState, FullState
 from .plan import Plan
@@ -36,8 +36,8 @@ class RunCheckpoints:
         return {n: full.weights[n] if n in full.weights else self.fixed[n] for n in self.model.state_dict()}
 
     def metadata(self, step: int) -> dict:
-        return {"format": "usfmae-mae", "preset": self.cfg.model.preset,
-                "model_overrides": self.cfg.model.overrides(), "step": step}
+        """The safetensors header of a checkpoint or export at `step` (checkpoint.ExportMeta)."""
+        return ExportMeta(self.cfg.model.preset, self.cfg.model.overrides(), step=step).metadata()
 
     def save(self, tag: str, run_state: dict) -> FullState:
         """Collective: gather the full state to rank 0, which writes checkpoints/<tag>/ and 'latest'."""

@@ -41,7 +41,7 @@ from .monitor import MetricsLogger, ThroughputWindow, flops_per_image, mfu, save
 from .optim import build_optimizer
 from .plan import make_plan
 from .rundir import check_shared_run_dir
-from .schedule import lr_at
+from ..optim import lr_at
 
 CKPT_DIR = "checkpoints"
 EXPORT_NAME = "model.safetensors"
@@ -53,7 +53,7 @@ class TrainingStopped(RuntimeError):
 
 def _check_knn_data(path: str) -> None:
     """Fail at start-up, naming the key and the path, if the k-NN monitor's folder is not usable."""
-    from ..finetune.datasets import FolderDataset
+    from ..data.labelled import FolderDataset
 
     try:
         FolderDataset(path)

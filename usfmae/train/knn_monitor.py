@@ -38,7 +38,7 @@ class BackgroundKnn:
         return True
 
     def _run(self, step: int, epoch: int) -> None:
-        from ..finetune.probe import monitor_knn
+        from ..eval.probe import monitor_knn
 
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)  # the current device is per thread

@@ -1,28 +1,10 @@
-"""AdamW parameter groups and construction."""
+"""The pretraining optimizer: AdamW (torch, fused where asked, or DeepSpeed's FusedAdam) over the shared
+parameter groups (usfmae.optim.param_groups)."""
 
 import torch
 import torch.nn as nn
 
-from ..checkpoint import plain_name
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: decayed weights, and biases / norms / tokens / position embeddings without decay.
-
-    The same for a torch.compile'd or DeepSpeed-wrapped model: names are compared without their prefixes."""
-    inner = getattr(model, "_orig_mod", model)
-    skip = set(inner.no_weight_decay()) if hasattr(inner, "no_weight_decay") else set()
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        name = plain_name(name)
-        if not p.requires_grad:
-            continue
-        if p.ndim <= 1 or name.endswith(".bias") or name in skip:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+from ..optim import param_groups
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],

@@ -1,7 +1,7 @@
 """The paper's supervised baselines (§2.6): VGG-19, ResNet-50 and ViT-B/16, built with timm.
 
 Models are always created with ``pretrained=False`` so timm never reaches a model hub; ImageNet
-weights come from a local file (``.pth``/``.pt``/``.bin`` read with ``torch.load(weights_only=True)``,
+weights come from a local file read by usfmae.checkpoint.load_state_dict (``.pth``/``.pt``/``.bin`` with ``torch.load(weights_only=True)``,
 or ``.safetensors``). Accepted formats are those timm's own filters understand: timm checkpoints,
 and torchvision's for VGG-19 / ResNet-50. The classifier head is reinitialised whenever its shape
 differs from the task's (e.g. 1000 ImageNet classes -> 2), and the exact missing and unexpected
@@ -12,17 +12,18 @@ through the project's checkpoint conversion.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import timm
-import torch
 from torch import nn
+
+from ...checkpoint import LoadReport, load_state_dict
+from ..registry import MODELS
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("vgg19", "resnet50", "vit_base_patch16_224")
+BASELINES = tuple(name for name, model in MODELS.items() if model.timm_baseline)
 
 
 def _vgg_filter(state_dict: dict, model: nn.Module) -> dict:
@@ -47,46 +48,6 @@ _FILTERS: dict[str, Callable[[dict, nn.Module], dict]] = {
 }
 
 
-@dataclass
-class WeightsReport:
-    """What loading a weights file did to a model."""
-
-    path: str
-    loaded: int
-    missing_keys: list[str] = field(default_factory=list)
-    unexpected_keys: list[str] = field(default_factory=list)
-    reinitialised: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        return (f"loaded {self.loaded} tensors from {self.path}; reinitialised head {self.reinitialised}; "
-                f"missing {self.missing_keys}; unexpected {self.unexpected_keys}")
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a local weights file, unwrapped from {'state_dict': ...}/{'model': ...} and 'module.'."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # each loader raises its own types for corrupt or foreign files
-        raise ValueError(f"cannot read weights file {path}: {error}") from error
-
-    # Training checkpoints wrap the weights; take the inner dict.
-    for wrapper in ("state_dict", "model", "module"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise ValueError(f"{path} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
 def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
     """Module names of the classifier head, from timm's pretrained_cfg (e.g. 'fc', 'head.fc')."""
     classifier = model.pretrained_cfg.get("classifier", ())
@@ -94,7 +55,7 @@ def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(f"{name}." for name in names)
 
 
-def load_baseline_weights(model: nn.Module, name: str, path: str | Path, strict_backbone: bool = True) -> WeightsReport:
+def load_baseline_weights(model: nn.Module, name: str, path: str | Path, strict_backbone: bool = True) -> LoadReport:
     """Load a local weights file into a baseline built by build_baseline, head adapted.
 
     A head tensor whose shape differs from the model's is dropped, so the head keeps its fresh
@@ -103,7 +64,7 @@ def load_baseline_weights(model: nn.Module, name: str, path: str | Path, strict_
     train from scratch); without it they are only reported.
     """
     # Step 1: read and convert to timm's layout.
-    state = _FILTERS[name](read_state_dict(path), model)
+    state = _FILTERS[name](load_state_dict(path), model)
     own = model.state_dict()
     heads = _head_prefixes(model)
 
@@ -120,15 +81,15 @@ def load_baseline_weights(model: nn.Module, name: str, path: str | Path, strict_
     # Step 3: load and account for every key.
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if k not in reinitialised]
-    report = WeightsReport(path=str(path), loaded=len(state) - len(result.unexpected_keys), missing_keys=missing,
-                           unexpected_keys=list(result.unexpected_keys), reinitialised=reinitialised)
+    report = LoadReport(str(path), missing=missing, unexpected=list(result.unexpected_keys),
+                        reinitialised=reinitialised, loaded=len(state) - len(result.unexpected_keys))
     if report.loaded == 0:
         raise ValueError(f"{path}: no tensor matches model {name}; is it a {name} checkpoint?")
-    off_head = [k for k in missing if not k.startswith(heads)] + report.unexpected_keys
+    off_head = [k for k in missing if not k.startswith(heads)] + report.unexpected
     if strict_backbone and off_head:
         raise ValueError(f"{path} does not fit {name} outside the head: missing {missing[:10]}, "
-                         f"unexpected {report.unexpected_keys[:10]}")
-    log.info("%s: %s", name, report.summary())
+                         f"unexpected {report.unexpected[:10]}")
+    log.info("%s: %s", name, report)
     return report
 
 

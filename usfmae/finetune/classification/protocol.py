@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .adapters import ADAPTERS, BUSBRA_CLASSES, GIST514_CLASSES, MMOTU_CLASSES, POSITIVE_CLASS
+from ...data.labelled import CsvDataset, FolderDataset, LabelledImages
+from ...eval.folds import FoldSpec, folds_from_column, make_fold_specs, stratified_kfold
+from ..adapters import ADAPTERS
+from ..registry import DOWNSTREAM
 from .config import FinetuneConfig
-from .datasets import CsvDataset, FolderDataset, LabelledImages
-from .folds import FoldSpec, folds_from_column, make_fold_specs, stratified_kfold
 
-CLASS_ORDER = {"busbra": BUSBRA_CLASSES, "mmotu": MMOTU_CLASSES, "gist514": GIST514_CLASSES}
 VAL_SPLITS = ("val", "test")
 
 
@@ -38,7 +38,7 @@ def open_labelled(data: str | Path, cfg: FinetuneConfig) -> LabelledImages:
     if path.is_dir():
         return FolderDataset(path)
     if path.suffix.lower() == ".csv":
-        return CsvDataset(path, root=cfg.data_root, classes=CLASS_ORDER.get(cfg.dataset))
+        return CsvDataset(path, root=cfg.data_root, classes=DOWNSTREAM[cfg.dataset].classes if cfg.dataset else None)
     raise FileNotFoundError(f"--data {path}: expected a folder with one sub-folder per class or a .csv file")
 
 
@@ -53,7 +53,7 @@ def positive_class(cfg: FinetuneConfig, classes: list[str]) -> str | None:
         if cfg.positive_class is not None:
             raise ValueError(f"positive_class applies to binary tasks; this one has {len(classes)} classes")
         return None
-    name = cfg.positive_class or POSITIVE_CLASS.get(cfg.dataset or "") or classes[1]
+    name = cfg.positive_class or (DOWNSTREAM[cfg.dataset].positive_class if cfg.dataset else None) or classes[1]
     if name not in classes:
         raise ValueError(f"positive_class {name!r} is not one of the classes {classes}")
     return name

@@ -4,7 +4,7 @@
     python launch/finetune.py --task segmentation --checkpoint runs/usfmae/model.safetensors \
         --data data/seg --output runs/seg [--config configs/finetune_seg_tiny.yaml] [--set epochs=50]
     # the same without the launcher
-    python -m usfmae.finetune.seg_main --checkpoint ... --data data/seg --output runs/seg
+    python -m usfmae.finetune.segmentation.run --checkpoint ... --data data/seg --output runs/seg
     # BUS-BRA as distributed (BUSBRA/Images + BUSBRA/Masks), validating on official fold 1
     python launch/finetune.py --task segmentation --checkpoint ... --data /data/BUSBRA --set fold=1 --output ...
 
@@ -20,12 +20,12 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ..config import ConfigError, load_config, save_resolved
-from .folds import seed_everything
-from .seg_config import SegmentationConfig
-from .seg_data import Pair, SegmentationPairs, busbra_folds, detect_layout, find_pairs, holdout, joint_transform
-from .seg_train import train_segmentation
-from .segmentation import build_segmenter
+from ...config import ConfigError, flag_overrides, load_config, save_resolved
+from ...eval.folds import seed_everything
+from .config import SegmentationConfig
+from .data import Pair, SegmentationPairs, busbra_folds, detect_layout, find_pairs, holdout, joint_transform
+from .model import build_segmenter
+from .train import train_segmentation
 
 
 def split_pairs(cfg: SegmentationConfig) -> tuple[list[Pair], list[Pair]]:
@@ -90,10 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     """CLI entry: 0 done, 2 bad configuration."""
     args = parse_args(argv)
-    sets = list(args.overrides)
-    for key, value in (("checkpoint", args.checkpoint), ("data", args.data), ("output_dir", args.output)):
-        if value:
-            sets.append(f"{key}={json.dumps(value)}")  # JSON-quoted: a path stays a string
+    sets = flag_overrides(args.overrides, {"checkpoint": args.checkpoint, "data": args.data, "output_dir": args.output})
     try:
         cfg = load_config(SegmentationConfig, args.config, sets)
     except ConfigError as e:

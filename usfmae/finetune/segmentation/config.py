@@ -4,23 +4,16 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..config import Section
+from ..config import FinetuneBase
 
 
-class SegmentationConfig(Section):
+class SegmentationConfig(FinetuneBase):
+    """Segmentation fine-tuning; the fields it shares with classification are in FinetuneBase."""
+
     # ------------------------------------------------------------------ run
-    seed: int = Field(0, description=(
-        "Seed of the decoder's initialisation, the hold-out split, sampling and augmentation."))
     output_dir: str = Field("runs/finetune_seg", description="Where metrics.json, history.json and masks/ are written.")
 
     # ------------------------------------------------------------------ model
-    checkpoint: str | None = Field(None, description=(
-        "Encoder weights in any format usfmae.checkpoint reads (our model.safetensors, a DeepSpeed checkpoint "
-        "directory, a released USF-MAE .pt, an MAE ImageNet checkpoint). None = random init."))
-    preset: str | None = Field(None, description=(
-        "MAE preset of the checkpoint when the file does not record one (default mae_vit_base_patch16)."))
-    image_size: int | None = Field(None, gt=0, description=(
-        "Input side; None = the encoder's pretraining size. Position embeddings are resampled when it differs."))
     decoder_widths: list[int] = Field([128, 64, 32, 16], min_length=1, description=(
         "Channels of the decoder's upsampling stages, coarse to fine; each stage doubles the resolution and "
         "only the first log2(patch) widths are used (a ViT/16 needs 4 stages, a ViT/8 needs 3)."))
@@ -36,8 +29,6 @@ class SegmentationConfig(Section):
         "How `data` is laid out; auto = busbra when an Images/ + Masks/ pair (or BUSBRA/) is found, else pairs."))
     val_data: str | None = Field(None, description=(
         "A separate validation set in the same layout (else a hold-out of `data`)."))
-    val_fraction: float = Field(0.2, gt=0, lt=1, description=(
-        "Seeded random hold-out fraction when there is no val_data or fold."))
     fold: int | None = Field(None, ge=1, le=5, description=(
         "BUS-BRA only: validate on official fold k of 5-fold-cv.csv (kFold column), train on the others."))
 
@@ -55,10 +46,6 @@ class SegmentationConfig(Section):
     lr: float = Field(1e-3, gt=0, description=(
         "Peak learning rate of the decoder (AdamW, warmup then half-cycle cosine)."))
     encoder_lr_scale: float = Field(0.1, gt=0, le=1, description="Encoder learning rate = lr x encoder_lr_scale.")
-    min_lr: float = Field(1e-6, ge=0, description="Floor of the cosine decay.")
-    warmup_epochs: float = Field(1.0, ge=0, description="Linear warmup length in epochs.")
-    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay (none on biases, norms, tokens).")
-    clip_grad: float | None = Field(1.0, gt=0, description="Gradient-norm clip (None = off).")
     dice_weight: float = Field(1.0, ge=0, description="Weight of the soft Dice loss.")
     bce_weight: float = Field(1.0, ge=0, description="Weight of the binary cross-entropy loss.")
     threshold: float = Field(0.5, gt=0, lt=1, description="Foreground when the predicted probability is >= threshold.")
@@ -76,8 +63,6 @@ class SegmentationConfig(Section):
             raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
         if self.dice_weight == 0 and self.bce_weight == 0:
             raise ValueError("dice_weight and bce_weight are both 0: nothing to train")
-        if self.min_lr > self.lr:
-            raise ValueError(f"min_lr {self.min_lr} exceeds lr {self.lr}")
         if self.fold is not None and self.val_data is not None:
             raise ValueError("give either fold (BUS-BRA's official folds) or val_data, not both")
         return self

@@ -32,9 +32,9 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ..data.transforms import normalize
-from .adapters import _by_id, _descend, _read_table
-from .datasets import is_image_file, load_rgb
+from ...data.labelled import is_image_file, load_rgb
+from ...data.transforms import normalize
+from ..adapters import _by_id, _descend, _read_table
 
 Pair = tuple[Path, Path]  # (image, mask)
 

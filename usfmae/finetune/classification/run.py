@@ -4,7 +4,7 @@
 
 Each fold builds a fresh classifier from cfg (same checkpoint, fresh head), seeded by the fold runner.
 Out-of-fold predictions of all folds are pooled into the top-level metrics; per-fold metrics with
-their mean and std sit beside them (usfmae.finetune.outputs documents the files).
+their mean and std sit beside them (usfmae.finetune.classification.outputs documents the files).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Callable
 
 import numpy as np
 
+from ...data.labelled import transforms_for
+from ...eval.folds import FoldSpec, run_folds
+from ...eval.metrics import format_table
+from ..distributed import DistEnv, barrier
 from .config import FinetuneConfig
-from .datasets import transforms_for
-from .distributed import DistEnv, barrier
-from .encoder import build_classifier
-from .folds import FoldSpec, run_folds
-from .metrics import format_table
+from .models import build_classifier
 from .outputs import write_run
 from .protocol import adapt_raw, open_labelled, plan_folds, positive_class, subset
 from .train import headline_f1, metrics_from_scores, train_one

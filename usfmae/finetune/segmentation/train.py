@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from ..train.schedule import lr_at
-from .seg_config import SegmentationConfig
-from .seg_data import SegmentationPairs, load_mask
-from .seg_metrics import binarize, segmentation_metrics
-from .segmentation import SegmentationViT
+from ...optim import lr_at, param_groups
+from .config import SegmentationConfig
+from .data import SegmentationPairs, load_mask
+from .metrics import binarize, segmentation_metrics
+from .model import SegmentationViT
 
 
 @dataclass
@@ -64,20 +64,10 @@ class DiceBCELoss(nn.Module):
 def build_optimizer(model: SegmentationViT, cfg: SegmentationConfig) -> torch.optim.AdamW:
     """AdamW: decoder at lr, encoder at lr x encoder_lr_scale (frozen: absent); no decay on 1-D
     parameters (biases, norms) and the ViT's tokens and position embeddings."""
-    groups = []
-    parts = [("decoder", model.decoder, 1.0)]
+    groups = param_groups(model.decoder, cfg.weight_decay)
     if not cfg.freeze_encoder:
-        parts.append(("encoder", model.encoder, cfg.encoder_lr_scale))
-    for name, module, scale in parts:
-        decay, no_decay = [], []
-        for pname, param in module.named_parameters():
-            if not param.requires_grad:
-                continue
-            skip = param.ndim <= 1 or pname in ("cls_token", "pos_embed", "reg_token")
-            (no_decay if skip else decay).append(param)
-        groups += [{"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": scale, "name": f"{name}_decay"},
-                   {"params": no_decay, "weight_decay": 0.0, "lr_scale": scale, "name": f"{name}_no_decay"}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+        groups += param_groups(model.encoder, cfg.weight_decay, lr_scale=cfg.encoder_lr_scale)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """Report downstream results as the paper does: Table 2 in Markdown and confusion-matrix figures.
 
 Table 2 has one row per model and precision / recall / F1 per dataset, in percent. Which average
-fills a cell follows the paper (SPEC "Downstream"): the positive class's figures for binary tasks,
+fills a cell follows the paper (README "Reproducing Table 2"): the positive class's figures for binary tasks,
 micro averages for multi-class ones (MMOTU-2D, where P = R = F1). A cell takes either one
 ``classification_metrics`` result or a ``run_folds`` result, shown as mean ± std across folds.
 """
@@ -14,8 +14,10 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..registry import DOWNSTREAM
+
 # Display names of the adapters' dataset keys; other keys are shown as given.
-DATASET_TITLES = {"busbra": "BUS-BRA", "mmotu": "MMOTU-2D", "gist514": "GIST514-DB"}
+DATASET_TITLES = {name: dataset.title for name, dataset in DOWNSTREAM.items()}
 STAT_TITLES = ("Prec.", "Rec.", "F1")
 
 

@@ -9,7 +9,6 @@ metrics and takes the same early-stopping decision. Rank 0 alone writes files.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +18,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 from timm.models.vision_transformer import VisionTransformer
-from timm.optim import create_optimizer_v2
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from ...eval.metrics import classification_metrics
+from ...optim import lr_at as schedule_lr
+from ...optim import param_groups
+from ..distributed import DistEnv, gather_objects
 from .config import FinetuneConfig
-from .distributed import DistEnv, gather_objects
-from .metrics import classification_metrics
 from .objective import build_loss, build_mixup
 
 
@@ -39,11 +39,8 @@ class RunResult:
 
 
 def lr_at(epoch_float: float, cfg: FinetuneConfig) -> float:
-    """Linear warmup to cfg.lr over warmup_epochs, then half-cycle cosine to min_lr at the last epoch."""
-    if epoch_float < cfg.warmup_epochs:
-        return cfg.lr * epoch_float / cfg.warmup_epochs
-    t = (epoch_float - cfg.warmup_epochs) / max(1e-9, cfg.epochs - cfg.warmup_epochs)
-    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    """The shared schedule (usfmae.optim.lr_at) in epochs: warmup_epochs, then cosine to min_lr at the last."""
+    return schedule_lr(epoch_float, cfg.epochs, cfg.lr, cfg.min_lr, cfg.warmup_epochs)
 
 
 def targets_of(dataset: Dataset) -> list[int]:
@@ -57,10 +54,7 @@ def targets_of(dataset: Dataset) -> list[int]:
 def build_optimizer(model: nn.Module, cfg: FinetuneConfig) -> torch.optim.Optimizer:
     """AdamW without decay on biases, norms and tokens; layer-wise lr decay on ViTs only."""
     layer_decay = cfg.layer_decay if isinstance(model, VisionTransformer) else None
-    opt = create_optimizer_v2(model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay, layer_decay=layer_decay)
-    for group in opt.param_groups:
-        group.setdefault("lr_scale", 1.0)
-    return opt
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay, layer_decay), lr=cfg.lr)
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
-from .datasets import FolderDataset, transforms_for
+from ..data.labelled import FolderDataset, transforms_for
 from .folds import stratified_kfold
 from .metrics import classification_metrics
 

@@ -9,11 +9,13 @@ reports the per-fold metrics plus mean and standard deviation of every scalar am
 from __future__ import annotations
 
 import random
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+from sklearn.model_selection import StratifiedKFold
 
 
 @dataclass(frozen=True)
@@ -27,12 +29,11 @@ class FoldSpec:
 
 
 def stratified_kfold(labels: Sequence, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Split sample indices into k folds with class proportions kept within one sample.
+    """scikit-learn's StratifiedKFold (shuffled with ``seed``): class proportions kept within one sample.
 
-    Each class's indices are shuffled with ``seed`` and dealt round-robin, continuing the deal
-    from where the previous class stopped, so every sample is in exactly one validation fold,
-    each class's count differs by at most 1 between folds, and fold sizes differ by at most 1.
-    A class with fewer than k samples is simply absent from some validation folds.
+    Every sample is in exactly one validation fold, each class's count differs by at most 1 between
+    folds, and fold sizes differ by at most 1. A class with fewer than k samples is simply absent from
+    some validation folds (scikit-learn's warning about it is silenced: that is expected here).
     Returns [(train_idx, val_idx)] * k, each a sorted int64 array.
     """
     labels = np.asarray(labels)
@@ -41,19 +42,10 @@ def stratified_kfold(labels: Sequence, k: int, seed: int) -> list[tuple[np.ndarr
         raise ValueError(f"k must be at least 2, got {k}")
     if k > n:
         raise ValueError(f"cannot make {k} folds from {n} samples")
-    rng = np.random.default_rng(seed)
-
-    # Step 1: deal each class's shuffled indices to folds 0..k-1 in turn.
-    fold_of = np.empty(n, dtype=np.int64)
-    position = 0
-    for value in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == value))
-        fold_of[members] = (position + np.arange(members.size)) % k
-        position += members.size
-
-    # Step 2: the validation set of fold f is everything dealt to f; training is the rest.
-    all_idx = np.arange(n)
-    return [(all_idx[fold_of != f], all_idx[fold_of == f]) for f in range(k)]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), labels)
+        return [(train.astype(np.int64), val.astype(np.int64)) for train, val in splits]
 
 
 def stratified_subset(labels: Sequence, fraction: float, seed: int, min_per_class: int = 1) -> np.ndarray:

@@ -20,9 +20,10 @@ from typing import Iterable
 
 import numpy as np
 
+from ..registry import MODELS
 from .report import DATASET_TITLES, save_confusion_png, table2_markdown
 
-MODEL_TITLES = {"usfmae": "USF-MAE", "vgg19": "VGG-19", "resnet50": "ResNet-50", "vit_base_patch16_224": "ViT-B/16"}
+MODEL_TITLES = {name: model.title for name, model in MODELS.items()}
 FOLD_KEYS = ("folds", "mean", "std", "count")
 
 

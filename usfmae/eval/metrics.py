@@ -1,13 +1,15 @@
-"""Classification metrics for the downstream tasks (paper §2.7, Table 2), in numpy only.
+"""Classification metrics for the downstream tasks (paper §2.7, Table 2): scikit-learn's, as JSON.
 
 The paper reports precision, recall and F1. Its 8-class MMOTU rows have precision = recall = F1,
 which only micro-averaging gives; its binary rows are the figures of the positive class. We report
 all of them (per class, macro, micro, weighted, binary), plus accuracy, support, AUROC when scores
 are given, and the confusion matrix (rows = true class, columns = predicted class).
 
-Conventions follow scikit-learn with ``zero_division=0``: a ratio whose denominator is zero is 0,
-and macro averages include every class in ``range(num_classes)``, even absent ones. Everything
-returned is plain Python (floats, ints, lists, dicts) so it can go straight into JSON.
+scikit-learn computes every figure, with ``zero_division=0`` (a ratio whose denominator is zero is 0)
+and ``labels=range(num_classes)`` (macro averages include every class, even absent ones). What this
+wrapper adds: input checks that name the argument, the positive class by name, AUROC None where it is
+undefined (one class only) and a macro AUROC over the classes present (scikit-learn raises there), and a
+result of plain Python (floats, ints, lists, dicts) that goes straight into JSON.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from sklearn import metrics as skm
 
 AVERAGES = ("macro", "micro", "weighted")
 
@@ -36,55 +39,20 @@ def _as_labels(values, name: str, num_classes: int) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """Element-wise numerator / denominator with 0 where the denominator is 0."""
-    numerator = np.asarray(numerator, dtype=np.float64)
-    denominator = np.asarray(denominator, dtype=np.float64)
-    out = np.zeros_like(numerator)
-    np.divide(numerator, denominator, out=out, where=denominator != 0)
-    return out
-
-
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     """Counts [C, C]: entry [i, j] is the number of samples of true class i predicted as j."""
     y_true = _as_labels(y_true, "y_true", num_classes)
     y_pred = _as_labels(y_pred, "y_pred", num_classes)
-    flat = y_true * num_classes + y_pred
-    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def _prf(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision, recall, F1 from counts; F1 = 2TP / (2TP + FP + FN) as in scikit-learn."""
-    precision = _safe_divide(tp, tp + fp)
-    recall = _safe_divide(tp, tp + fn)
-    f1 = _safe_divide(2 * tp, 2 * tp + fp + fn)
-    return precision, recall, f1
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks of values with ties sharing their mean rank."""
-    order = np.argsort(values, kind="mergesort")
-    _, first, counts = np.unique(values[order], return_index=True, return_counts=True)
-    mean_rank_of_group = first + (counts + 1) / 2.0
-    ranks = np.empty(values.shape[0], dtype=np.float64)
-    ranks[order] = np.repeat(mean_rank_of_group, counts)
-    return ranks
+    return skm.confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
 
 
 def binary_auroc(is_positive: np.ndarray, scores: np.ndarray) -> float | None:
-    """Area under the ROC curve via the Mann-Whitney U statistic (ties count one half).
-
-    Equals the trapezoidal ROC area scikit-learn computes. None when only one class is present,
-    where the ROC curve is undefined.
-    """
+    """Area under the ROC curve (ties count one half); None when only one class is present, where the
+    ROC curve is undefined."""
     is_positive = np.asarray(is_positive, dtype=bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos = int(is_positive.sum())
-    n_neg = is_positive.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if is_positive.all() or not is_positive.any():
         return None
-    rank_sum = _average_ranks(scores)[is_positive].sum()
-    return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(skm.roc_auc_score(is_positive, np.asarray(scores, dtype=np.float64)))
 
 
 def _resolve_positive_class(positive_class, class_names: list[str]) -> int:
@@ -154,20 +122,19 @@ def classification_metrics(
     if len(names) != num_classes:
         raise ValueError(f"got {len(names)} class names for {num_classes} classes")
 
-    # Step 1: per-class counts from the confusion matrix (rows true, columns predicted).
-    cm = confusion_matrix(y_true, y_pred, num_classes)
-    tp = np.diag(cm).astype(np.float64)
-    fp = cm.sum(axis=0) - tp
-    fn = cm.sum(axis=1) - tp
-    support = cm.sum(axis=1)
-    precision, recall, f1 = _prf(tp, fp, fn)
-
-    # Step 2: averages. Micro pools the counts; weighted weighs classes by support.
-    micro_p, micro_r, micro_f1 = (float(v) for v in _prf(tp.sum(), fp.sum(), fn.sum()))
-    weights = _safe_divide(support, support.sum())
+    # Step 1: per-class figures (zero where undefined), then the averages over every class.
+    labels = list(range(num_classes))
+    cm = skm.confusion_matrix(y_true, y_pred, labels=labels)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average=None, zero_division=0)
+    averages = {}
+    for average in AVERAGES:
+        p, r, f, _ = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, average=average,
+                                                         zero_division=0)
+        averages[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
     result = {
         "num_samples": int(y_true.size),
-        "accuracy": float(tp.sum() / y_true.size),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
         "class_names": names,
         "per_class": {
             names[c]: {
@@ -178,13 +145,7 @@ def classification_metrics(
             }
             for c in range(num_classes)
         },
-        "macro": {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())},
-        "micro": {"precision": micro_p, "recall": micro_r, "f1": micro_f1},
-        "weighted": {
-            "precision": float((precision * weights).sum()),
-            "recall": float((recall * weights).sum()),
-            "f1": float((f1 * weights).sum()),
-        },
+        **averages,
     }
 
     # Step 3: the positive class's figures for binary tasks (Table 2's binary rows).

@@ -18,10 +18,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
-from ..checkpoint import ENCODER_PREFIXES, LoadReport, load_into
-from ..model import create_model
-from ..model.timm_vit import timm_vit_like
-from .encoder import checkpoint_preset
+from ...checkpoint import ENCODER_PREFIXES, LoadReport, load_into
+from ...model import create_model
+from ...model.timm_vit import timm_vit_like
+from ..encoder import checkpoint_preset
 
 
 def _conv_block(in_ch: int, out_ch: int) -> nn.Sequential:

@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
+from ...eval.probe import linear_probe_scores
 from .config import FinetuneConfig
-from .probe import linear_probe_scores
 from .train import evaluate, metrics_from_scores, selection_score, train_one
 
 RESULT_NAME = "result.json"
