@@ -1,5 +1,5 @@
 """The multi-scale sampler as it was before vectorisation (per sample, a Python loop, on the CPU): the
-distribution the vectorised sampler must keep (tests/test_multiscale.py) and the "before" of
+distribution the vectorised sampler must keep (tests/unit/model/test_multiscale.py) and the "before" of
 benchmarks/masking.py."""
 
 import math

@@ -326,10 +326,10 @@ def config_path(value: str | Path) -> Path:
 
 def flag_overrides(overrides: list[str] | None, flags: dict[str, Any]) -> list[str]:
     """The `--set` pairs, then `key=value` for each command-line flag that was given: the one way entry
-    points turn their flags into overrides. A flag is skipped when it is None, False or empty; values are
-    JSON-encoded, which YAML reads back unchanged (a path stays a string, a list of shards a list)."""
-    given = {key: value for key, value in flags.items()
-             if value is not None and value is not False and value != "" and value != []}
+    points turn their flags into overrides (a flag wins over --set). A flag is absent when it is None, empty
+    or an empty list (a store_true flag passes `value if args.flag else None`); False and 0 are values. Values
+    are JSON-encoded, which YAML reads back unchanged (a path stays a string, a list of shards a list)."""
+    given = {key: value for key, value in flags.items() if value is not None and value != "" and value != []}
     return [*(overrides or []), *(f"{key}={json.dumps(value)}" for key, value in given.items())]
 
 

@@ -20,7 +20,7 @@ from .netguard import OFFLINE_ENV, RAY_BOOTSTRAP_FILE
 
 OK, WARN, SKIP, FAIL = "OK", "WARN", "SKIP", "FAIL"
 GIB = 1024**3
-TORCH_PIN = "2.14.1"  # pyproject.toml: torch==2.14.1 (tests/test_docker.py checks they agree)
+TORCH_PIN = "2.14.1"  # pyproject.toml: torch==2.14.1 (tests/unit/test_docker.py checks they agree)
 CUDA_DRIVER_HINT = "CUDA 13.0 wheels need NVIDIA driver >= 580"
 
 

@@ -1,6 +1,6 @@
 """launch/pretrain.py with every rank given its own --output (<output>/rank<RANK>), as node-local disks would.
 
-Run under the real deepspeed launcher by tests/test_elastic.py: the shared-run-directory guard must stop it.
+Run under the real deepspeed launcher by tests/e2e/test_elastic.py: the shared-run-directory guard must stop it.
 """
 
 import os

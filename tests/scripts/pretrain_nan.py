@@ -1,7 +1,7 @@
 """launch/pretrain.py with a loss that turns non-finite after $NAN_AFTER training forward passes (of each rank),
 until $NAN_UNTIL forward passes if set (then finite again), on rank $NAN_RANK only if set.
 
-Run under the real deepspeed launcher by tests/test_trainer_health.py.
+Run under the real deepspeed launcher by tests/e2e/test_trainer_health.py.
 """
 
 import os

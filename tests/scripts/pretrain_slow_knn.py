@@ -1,6 +1,6 @@
 """launch/pretrain.py with a k-NN monitor that cannot finish before training has logged step $KNN_WAIT_STEP.
 
-Run under the real deepspeed launcher by tests/test_pretrain_knn.py: if the monitor held any rank, training
+Run under the real deepspeed launcher by tests/e2e/test_pretrain_knn.py: if the monitor held any rank, training
 could never reach that step (the wait gives up after 10 minutes and the measurement is then reported failed).
 """
 

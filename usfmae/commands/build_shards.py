@@ -20,7 +20,7 @@ import time
 
 import ray
 
-from usfmae.config import ConfigError
+from usfmae.config import ConfigError, flag_overrides
 from usfmae.data.s3 import S3Error
 from usfmae.io import ReadError
 from usfmae.registry import DownstreamDatasetError
@@ -64,16 +64,13 @@ def build_config(args: argparse.Namespace) -> BuildConfig:
         base["datasets"] = [{"name": args.dataset, "path": args.input, "anatomy": args.anatomy}]
     if args.output:
         base["output"] = args.output  # lets a config file leave `output` to the command line
-    data = load_build_config(args.config, args.set, base=base).model_dump()
-    options = {"output": args.output, "shard_size": args.shard_size, "image_size": args.image_size,
-               "prefix": args.prefix, "seed": args.seed, "s3.endpoint_url": args.endpoint_url,
-               "force_downstream": True if args.force_downstream else None,
-               "cleaning.enabled": False if args.no_clean else None,
-               "dedup.near_duplicates": False if args.no_dedup else None}
-    for dotted, value in options.items():
-        if value is not None:
-            section, _, key = dotted.rpartition(".")
-            (data[section] if section else data)[key] = value
+    sets = flag_overrides(args.set, {
+        "output": args.output, "shard_size": args.shard_size, "image_size": args.image_size, "prefix": args.prefix,
+        "seed": args.seed, "s3.endpoint_url": args.endpoint_url,
+        "force_downstream": True if args.force_downstream else None,
+        "cleaning.enabled": False if args.no_clean else None,
+        "dedup.near_duplicates": False if args.no_dedup else None})
+    data = load_build_config(args.config, sets, base=base).model_dump()
     data["check_leaks"] = data["check_leaks"] + list(args.check_leaks)
     try:
         return BuildConfig.model_validate(data)

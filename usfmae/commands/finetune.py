@@ -22,13 +22,13 @@ predictions.csv, config.yaml, and per fold history.json / best_model.pt; prints 
 """
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-from usfmae.config import ConfigError, load_config, save_resolved
+from usfmae.config import ConfigError, flag_overrides, load_config, save_resolved
 from usfmae.finetune import DistEnv, FinetuneConfig, init_distributed, run_finetune, shutdown, table2_from_runs
+from usfmae.finetune.registry import DOWNSTREAM, MODELS
 from usfmae.finetune.segmentation import run as segmentation_run
 
 TASKS = ("classification", "segmentation")
@@ -47,9 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--task", choices=TASKS, default="classification",
                     help="classification (default, these options) or segmentation (usfmae.finetune.segmentation.run's options)")
     ap.add_argument("--checkpoint", help="pretrained weights (replaces `checkpoint`)")
-    ap.add_argument("--model", help="usfmae | vgg19 | resnet50 | vit_base_patch16_224 (replaces `model`)")
+    ap.add_argument("--model", help=f"{' | '.join(MODELS)} (replaces `model`)")
     ap.add_argument("--data", help="class-folder tree or path,label[,fold|split] CSV (replaces `data`)")
-    ap.add_argument("--dataset", help="busbra | mmotu | gist514: names the task, its classes and positive class")
+    ap.add_argument("--dataset", help=f"{' | '.join(DOWNSTREAM)}: names the task, its classes and positive class")
     ap.add_argument("--raw", help="official layout of --dataset to adapt first (replaces `raw`)")
     ap.add_argument("--output", help="output folder (replaces output_dir)")
     ap.add_argument("--config", help="YAML fine-tuning config: a path or a packaged name (finetune, finetune_tiny)")
@@ -88,12 +88,8 @@ def main(argv=None) -> int:
     args = parse_args(rest)
     if args.table2:
         return collect_table2(args.table2, args.output)
-    sets = list(args.overrides)
-    # Values are JSON-quoted: a path is a string whatever YAML would make of it.
-    for key, value in (("checkpoint", args.checkpoint), ("model", args.model), ("data", args.data),
-                       ("dataset", args.dataset), ("raw", args.raw), ("output_dir", args.output)):
-        if value:
-            sets.append(f"{key}={json.dumps(value)}")
+    sets = flag_overrides(args.overrides, {"checkpoint": args.checkpoint, "model": args.model, "data": args.data,
+                                           "dataset": args.dataset, "raw": args.raw, "output_dir": args.output})
     try:
         cfg = load_config(FinetuneConfig, args.config, sets)
     except ConfigError as e:

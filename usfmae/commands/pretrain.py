@@ -23,7 +23,7 @@ import os
 import sys
 from datetime import timedelta
 
-from usfmae.config import ConfigError, PretrainConfig, load_config
+from usfmae.config import ConfigError, PretrainConfig, flag_overrides, load_config
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,15 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
-    sets = list(args.overrides)
-    if args.shards:
-        sets.append("data.shards=[" + ",".join(f'"{s}"' for s in args.shards) + "]")
-    if args.output:
-        sets.append(f"output_dir={args.output}")
-    if args.max_steps:
-        sets.append(f"schedule.max_steps={args.max_steps}")
-    if args.cpu:
-        sets.append("deepspeed.device=cpu")
+    # --max-steps 0 means "the schedule's own length", as leaving it out does
+    sets = flag_overrides(args.overrides, {"data.shards": args.shards, "output_dir": args.output,
+                                           "schedule.max_steps": args.max_steps or None,
+                                           "deepspeed.device": "cpu" if args.cpu else None})
     return load_config(PretrainConfig, args.config, sets)
 
 

@@ -27,7 +27,8 @@ from usfmae.shards.tar import SampleTar
 from usfmae.testing.corpus import PYDICOM_ULTRASOUND, write_cine_avi, write_images, write_mixed_corpus
 from usfmae.testing.synthetic import generate_ultrasound
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 TEXT_VRS = ("PN", "LO", "SH", "DA", "TM", "DT", "UI", "ST", "LT", "AE")
 
 

@@ -34,7 +34,7 @@ def first_frame(name: str) -> np.ndarray:
 
 
 def readable_files() -> list[Path]:
-    """Every input the readers accept (a rejected one is the readers' business, tests/test_readers_*)."""
+    """Every input the readers accept (a rejected one is the readers' business, tests/unit/io/test_readers_*)."""
     files = []
     for path in list_inputs(FOLDER):
         try:

@@ -109,8 +109,9 @@ def test_schedule_start_warmup_end():
 def test_flag_overrides_skips_absent_flags_and_keeps_values_typed():
     from usfmae.config import flag_overrides, parse_overrides
 
-    sets = flag_overrides(["epochs=3"], {"data": "/d/with space", "output_dir": None, "cpu": False,
-                                         "data.shards": ["a.tar", "b.tar"], "schedule.max_steps": 0, "empty": ""})
-    assert sets[0] == "epochs=3" and len(sets) == 4
-    assert parse_overrides(sets[1:]) == [("data", "/d/with space"), ("data.shards", ["a.tar", "b.tar"]),
-                                         ("schedule.max_steps", 0)]
+    sets = flag_overrides(["epochs=3"], {"data": "/d/with space", "output_dir": None, "cleaning.enabled": False,
+                                         "data.shards": ["a.tar", "b.tar"], "schedule.max_steps": 0, "empty": "",
+                                         "none": []})
+    assert sets[0] == "epochs=3" and len(sets) == 5
+    assert parse_overrides(sets[1:]) == [("data", "/d/with space"), ("cleaning.enabled", False),
+                                         ("data.shards", ["a.tar", "b.tar"]), ("schedule.max_steps", 0)]
