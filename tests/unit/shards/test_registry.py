@@ -98,3 +98,13 @@ def test_find_leaks_never_reads_through_a_link_out_of_the_evaluation_folder(tmp_
     (evaluation / "case_1.png").symlink_to(outside)
     with pytest.raises(ReadError, match="outside"):
         find_leaks(evaluation, {content_key(np.zeros((16, 16, 3), np.uint8))})
+
+
+def test_the_downstream_datasets_of_the_registry_are_the_fine_tune_registry_s():
+    """Two registries name the evaluation sets: the OpenUS-46 one keeps them out of pretraining, the fine-tune
+    one defines their classes. A set added to one and not the other would be trained on or not evaluated."""
+    from usfmae.finetune.registry import DOWNSTREAM
+
+    registry = load_registry()
+    assert sorted(registry.downstream_names()) == sorted(d.title for d in DOWNSTREAM.values())
+    assert all(registry.get(d.title).role == "downstream" for d in DOWNSTREAM.values())
