@@ -65,11 +65,3 @@ def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
     dist.all_gather_object(out, obj)
     return out
 
-
-def broadcast_object(obj: Any, env: DistEnv) -> Any:
-    """Rank 0's `obj` on every rank."""
-    if not env.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
