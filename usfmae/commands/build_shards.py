@@ -62,8 +62,7 @@ def build_config(args: argparse.Namespace) -> BuildConfig:
         if not args.output:
             raise ConfigError("--output is required with --input")
         base["datasets"] = [{"name": args.dataset, "path": args.input, "anatomy": args.anatomy}]
-    if args.output:
-        base["output"] = args.output  # lets a config file leave `output` to the command line
+    # the explicit options win over --set; --output among them lets a config file leave `output` to the command line
     sets = flag_overrides(args.set, {
         "output": args.output, "shard_size": args.shard_size, "image_size": args.image_size, "prefix": args.prefix,
         "seed": args.seed, "s3.endpoint_url": args.endpoint_url,
