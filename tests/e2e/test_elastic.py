@@ -15,9 +15,10 @@ from usfmae.checkpoint import read_run_checkpoint
 from usfmae.model import create_model
 from usfmae.model.pos_embed import sincos_2d
 from usfmae.ports import free_port
+from usfmae.train.device import cpu_supports
 from usfmae.train.fullstate import FullState, digest
 
-from helpers import BIN, REPO, run
+from helpers import BIN, REPO, cpu_ranks_run, run
 from shardutil import make_shards
 
 SIZES = [40, 7, 23, 3, 31, 2]  # 106 samples, deliberately uneven
@@ -88,11 +89,13 @@ def exact_sincos(state):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage,precision", [(0, "fp32"), (1, "bf16"), (2, "fp16")])
+@pytest.mark.parametrize("stage,precision", [pytest.param(s, p, marks=cpu_ranks_run(p))
+                                             for s, p in [(0, "fp32"), (1, "bf16"), (2, "fp16")]])
 def test_every_zero_stage_resumes_and_ends_with_a_complete_fp32_export(tmp_path, stage, precision):
-    """bf16 and fp16 run on CPU ranks too (DeepSpeed's CPU accelerator), so their paths are exercised here:
-    fp16 inputs in the parameter dtype with loss scaling (its state carried over a resume), bf16 with
-    accumulation in fp32 (stage 1: DeepSpeed's BF16_Optimizer)."""
+    """bf16 and fp16 run on CPU ranks too where DeepSpeed's CPU accelerator has them, so their paths are
+    exercised here: fp16 inputs in the parameter dtype with loss scaling (its state carried over a resume),
+    bf16 with accumulation in fp32 (stage 1: DeepSpeed's BF16_Optimizer). On CPUs without fp16 the fp16 logic is
+    covered in-process with the capability patched (tests/unit/train/test_engine_hotpath.py)."""
     shards = make_shards(tmp_path / "shards", [24, 24])
     out = tmp_path / "run"
     sets = [f"deepspeed.zero_stage={stage}", f"deepspeed.precision={precision}", "deepspeed.micro_batch_size=4",
@@ -130,6 +133,20 @@ def test_ranks_that_do_not_share_the_run_directory_stop(tmp_path):
     assert log.count("error: the run directory") == 2  # both ranks stop with the same message
     for rank in (0, 1):
         assert not (out / f"rank{rank}" / "metrics.jsonl").exists()  # nothing trained
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(cpu_supports("fp16"), reason="DeepSpeed's accelerator reports is_fp16_supported() true on this "
+                    "CPU: nothing to refuse (the refusal is tested with the capability patched in tests/unit/train)")
+def test_fp16_on_cpu_ranks_without_it_stops_at_start_up(tmp_path):
+    shards = make_shards(tmp_path / "shards", [24])
+    proc = pretrain(2, shards, tmp_path / "run", "deepspeed.precision=fp16", "deepspeed.micro_batch_size=4",
+                    check=False)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 2, log[-3000:]
+    assert log.count("error: deepspeed.precision=fp16 on CPU ranks") == 2  # each rank, before DeepSpeed's own check
+    assert "use --set deepspeed.precision=bf16" in log and "not supported on your device" not in log
+    assert not (tmp_path / "run").exists()
 
 
 def test_dry_run_prints_the_plan_without_training(tmp_path):

@@ -12,7 +12,7 @@ import torch
 from usfmae.model import create_model
 from usfmae.ports import free_port
 
-from helpers import BIN, REPO
+from helpers import BIN, REPO, cpu_ranks_run
 from shardutil import make_shards
 from test_elastic import checkpoint_digest, records
 
@@ -52,7 +52,8 @@ def test_init_from_reference_state_dict_then_stop_on_non_finite_losses(tmp_path)
     assert list((out / "tensorboard").iterdir()), "TensorBoard event files are written"
 
 
-@pytest.mark.parametrize("stage,precision", [(0, "fp32"), (1, "bf16"), (2, "fp16")])
+@pytest.mark.parametrize("stage,precision", [pytest.param(s, p, marks=cpu_ranks_run(p))
+                                             for s, p in [(0, "fp32"), (1, "bf16"), (2, "fp16")]])
 def test_a_rank_with_non_finite_losses_skips_the_step_on_every_rank(tmp_path, stage, precision):
     """Rank 1's losses are NaN in steps 5-8 (its forward passes 9-16, 2 per step): those steps are skipped on
     both ranks, the weights and AdamW state at step 8 are those of step 4, and training goes on. Skipping is
