@@ -14,7 +14,7 @@ from usfmae.ports import free_port
 from usfmae.train.device import cpu_threads
 from usfmae.train.health import StepHealth, skip_non_finite_steps
 
-from helpers import REPO
+from helpers import REPO, cpu_ranks_run
 from shardutil import make_shards
 from syncutil import SyncRecorder
 
@@ -54,8 +54,9 @@ def records(t):
     return [json.loads(x) for x in (t.run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("precision,stage,wrapper", [("fp32", 2, "AdamW"), ("bf16", 2, "DeepSpeedZeroOptimizer"),
-                                                     ("bf16", 1, "BF16_Optimizer")])
+@pytest.mark.parametrize("precision,stage,wrapper", [
+    pytest.param(p, s, w, marks=cpu_ranks_run(p))
+    for p, s, w in [("fp32", 2, "AdamW"), ("bf16", 2, "DeepSpeedZeroOptimizer"), ("bf16", 1, "BF16_Optimizer")]])
 def test_steps_between_sync_points_make_no_host_sync_of_ours(tmp_path, process_group, precision, stage, wrapper):
     """Steps 2-5 and 7-9 are not sync points (logging every 6 steps, checkpoints every 100, 10 steps); step 1
     builds the normalisation constants on the device, once. One fp32 rank runs ZeRO stage 0 (nothing to
