@@ -130,8 +130,12 @@ class DetectorConfig(Section):
         "(screen captures, small, dim or grey glyphs, typed words on tissue).",
     )
     max_side: int = Field(
-        640, ge=32, description="Images whose longer side exceeds this many pixels are shrunk to it for the network "
-        "(its time grows with the pixels; smaller images go in at their own size).",
+        960, ge=32, description="The scan's bounding box goes into the network shrunk to at most this many pixels on "
+        "its longer side (its time grows with the pixels; at 640, 20-pixel text on a 1920x1080 capture is missed).",
+    )
+    context_px: int = Field(
+        16, ge=0, description="Pixels around the scan's bounding box the network also sees (context for text at "
+        "its edge).",
     )
     threads: int = Field(1, ge=1, description="onnxruntime threads per cleaning worker (run one worker per core).")
     threshold: float = Field(0.3, gt=0, lt=1, description="A pixel is text when the network's probability exceeds this.")

@@ -139,8 +139,15 @@ def detected_text_mask(image: np.ndarray, region: np.ndarray, strokes: np.ndarra
     image: [H, W, 3] uint8 RGB; strokes: [H, W] bool drawn-looking stroke pixels (`strokes.Strokes.sharp`).
     """
     mask = np.zeros(image.shape[:2], np.uint8)
-    boxes = [b for b in text_boxes(text_probability(image, cfg), image.shape, cfg)
-             if region[b.y : b.y + b.h, b.x : b.x + b.w].any()]
+    # Only text inside the scan matters (the rest is blacked out): the network sees the scan's bounding box.
+    ys, xs = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
+    if not len(ys):
+        return mask
+    scan = padded(Box(int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)),
+                  cfg.context_px, image.shape[:2])
+    crop = image[scan.y : scan.y + scan.h, scan.x : scan.x + scan.w]
+    boxes = [Box(b.x + scan.x, b.y + scan.y, b.w, b.h) for b in text_boxes(text_probability(crop, cfg), crop.shape, cfg)]
+    boxes = [b for b in boxes if region[b.y : b.y + b.h, b.x : b.x + b.w].any()]
     if not boxes:
         return mask
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
