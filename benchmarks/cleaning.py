@@ -36,6 +36,7 @@ Prints one JSON document, a key per section:
              seconds per frame
   busbra     the same on a fixed sample of BUS-BRA breast scans (../shared/real_sets/busbra/Images:
              burned-in "LEFT BREAST", calipers; every Nth file in name order)
+real_us and busbra need the second OCR engine: pip install -e '.[bench]'.
 """
 
 import argparse
