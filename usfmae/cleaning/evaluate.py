@@ -2,12 +2,15 @@
 
 `readable_words` is the independent OCR pass: deliberately different from both pipelines' own
 OCR (2x upscale, sparse-text segmentation, strict word filter), so a pipeline cannot pass by
-fooling the same reader it used to find the text. `date_words` and `identifying_words` pick the
+fooling the same reader it used to find the text. `second_engine_words` reads with another engine
+altogether (RapidOCR: PP-OCRv6 detection and recognition networks, not the cleaner's PP-OCRv5
+detector), for the benchmark (optional dependency: `pip install usfmae[bench]`). `date_words` and `identifying_words` pick the
 words that matter most among them: dates and times, and words of a DICOM file's identifying
 header fields (patient, institution, physicians). `AnnotationTally` pools pixel recall inside and
 outside the scan area and precision inside it over `usfmae.testing.annotated` samples.
 """
 
+import functools
 import os
 import re
 from collections import defaultdict
@@ -23,6 +26,7 @@ MIN_ALNUM = 3
 MIN_CONFIDENCE = 60.0
 UPSCALE = 2.0
 PSM_SPARSE_TEXT = 11
+MIN_SECOND_SCORE = 0.5  # second_engine_words: RapidOCR's recognition score (0-1) of a text line
 
 
 def readable_words(image: np.ndarray, tesseract_cmd: str = "tesseract", confirm: bool = False) -> list[str]:
@@ -43,6 +47,23 @@ def readable_words(image: np.ndarray, tesseract_cmd: str = "tesseract", confirm:
     if confirm:
         words = [w for w in words if read_again(enlarged, w, tesseract_cmd)]
     return [w.text for w in words]
+
+
+@functools.lru_cache(maxsize=1)
+def _rapidocr():
+    from rapidocr import RapidOCR  # optional (usfmae[bench]); its wheel ships the networks
+
+    return RapidOCR(params={"Global.log_level": "critical", "EngineConfig.onnxruntime.intra_op_num_threads": 1})
+
+
+def second_engine_words(image: np.ndarray) -> list[str]:
+    """Words RapidOCR (PP-OCRv6) reads in image (HxWx3 RGB or HxW gray, uint8): each word of a text line it
+    recognises with score >= 0.5 that has at least 3 letters/digits (the rule of `readable_words`)."""
+    rgb = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    result = _rapidocr()(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    lines = zip(result.txts or (), result.scores or ())
+    return [word for text, score in lines if score >= MIN_SECOND_SCORE for word in text.split()
+            if len(re.findall(r"[A-Za-z0-9]", word)) >= MIN_ALNUM]
 
 
 def _letters(text: str) -> str:

@@ -6,6 +6,8 @@ The fast pipeline, each change behind a switch in `CleaningConfig`:
     strokes      one map of thin bright overlay strokes (and which look drawn) for the steps below
     text         candidate text regions not already masked -> one OCR call on a mosaic of them
                  (one call per batch of images; none when no image has candidates)
+    detector     text regions a detection network (PP-OCRv5 DB, onnxruntime) finds inside the sector:
+                 their glyph pixels (text the stroke tests or Tesseract miss)
     grayscale    the reference's edge contours, kept only where they hold bright overlay strokes
     lines        long thin straight lines with a drawn profile (boxes, cursors, bars), not tissue
     dots         dotted and dashed lines: chains of alike, evenly spaced dots
@@ -24,7 +26,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from usfmae.cleaning import border, colour, contours, crosses, dots, fills, lines, reference, text
+from usfmae.cleaning import border, colour, contours, crosses, detector, dots, fills, lines, reference, text
 from usfmae.cleaning.config import CleaningConfig, MorphologyConfig, size_scale
 from usfmae.cleaning.image import to_rgb_uint8
 from usfmae.cleaning.reference import clean_reference
@@ -127,6 +129,7 @@ def scan_steps(item: Work, cfg: CleaningConfig) -> list[tuple[str, bool, Callabl
     """(name, enabled, mask maker) of every step that looks for annotations inside the sector, in order."""
     image, region, strokes = item.image, item.region, item.strokes
     return [
+        ("detector", cfg.detector.enabled, lambda: detector.detected_text_mask(image, region, strokes.sharp, cfg.detector)),
         ("grayscale", cfg.grayscale.enabled, lambda: contours.grayscale_mask(image, region, strokes.mask, cfg.grayscale)),
         ("lines", cfg.lines.enabled, lambda: lines.line_mask(strokes, region, cfg.lines)),
         ("dots", cfg.dots.enabled, lambda: dots.dotted_mask(strokes, region, cfg.dots)),

@@ -17,7 +17,7 @@ from usfmae.cleaning.sector import detect_sector
 HEIGHT, WIDTH = 360, 480
 STEPS = {
     "reference": ("text", "colour", "grayscale"),
-    "fast": ("sector", "text", "colour", "grayscale", "lines", "dots", "crosses", "fills"),  # border: own test
+    "fast": ("sector", "text", "detector", "colour", "grayscale", "lines", "dots", "crosses", "fills"),  # border: own test
 }
 
 
