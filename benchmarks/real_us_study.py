@@ -123,9 +123,8 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def build_shards(work: Path, args, records: list) -> dict[str, Path]:
-    """Cleaned shards: POCUS + real_us (one build), and each BUS-BRA fold on its own (one build per fold)."""
-    shards = {}
+def build_pocus_shards(work: Path, args, records: list) -> Path:
+    """Cleaned shards of POCUS + real_us (one build; BUS-BRA's images are looked for in it by content hash)."""
     out = work / "shards" / "pocus"
     if not (out / "manifest.json").is_file():
         config = work / "data" / "build_pocus.json"  # YAML is a superset of JSON
@@ -139,7 +138,12 @@ def build_shards(work: Path, args, records: list) -> dict[str, Path]:
             "reader": {"video_fps": 3.0}}))
         say(f"building POCUS + real_us shards (usfmae build-shards, local Ray, cleaning on); log {out}.log")
         run([BIN / "usfmae", "build-shards", "--config", config], out.with_suffix(".log"))
-    shards["pocus"] = out
+    return out
+
+
+def build_busbra_shards(work: Path, args, records: list) -> dict[str, Path]:
+    """Cleaned shards of each BUS-BRA fold on its own (one build per fold; 100-scan shards: parallel Ray tasks)."""
+    shards = {}
     for fold in RUNS:
         out = work / "shards" / f"busbra_fold{fold}"
         if not (out / "manifest.json").is_file():
@@ -150,7 +154,7 @@ def build_shards(work: Path, args, records: list) -> dict[str, Path]:
                     link_or_copy(r.image, links / r.image.name)
             say(f"building BUS-BRA fold {fold} shards (cleaning on, --force-downstream); log {out}.log")
             run([BIN / "usfmae", "build-shards", "--input", links, "--dataset", "BUS-BRA", "--force-downstream",
-                 "--output", out, "--shard-size", 500, "--image-size", SHARD_SIDE], out.with_suffix(".log"))
+                 "--output", out, "--shard-size", 100, "--image-size", SHARD_SIDE], out.with_suffix(".log"))
         shards[f"busbra_fold{fold}"] = out
     return shards
 
@@ -404,13 +408,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--pocus", type=Path, default=SHARED / "real_sets" / "pocus", help="POCUS (pocus_videos, pocus_images)")
     ap.add_argument("--real-us", type=Path, default=SHARED / "real_us", help="more real scanner files for pretraining")
     ap.add_argument("--image-size", type=int, default=96, help="model input side (16 px patches)")
-    ap.add_argument("--pocus-steps", type=int, default=1000, help="pretraining steps of mae_pocus")
-    ap.add_argument("--busbra-steps", type=int, default=400, help="pretraining steps of each mae_busbra run")
+    ap.add_argument("--pocus-steps", type=int, default=500, help="pretraining steps of mae_pocus")
+    ap.add_argument("--busbra-steps", type=int, default=250, help="pretraining steps of each mae_busbra run")
     ap.add_argument("--batch", type=int, default=64, help="pretraining batch (one rank)")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 1.0], help="label fractions")
     ap.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3], help="fine-tuning lr grid (per run)")
-    ap.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs (each = the training split's size)")
-    ap.add_argument("--seg-epochs", type=int, default=5, help="segmentation epochs (0 = skip)")
+    ap.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs (each = the training split's size)")
+    ap.add_argument("--seg-epochs", type=int, default=3, help="segmentation epochs (0 = skip)")
     ap.add_argument("--limit", type=int, default=0, help="images per split and run (0 = all; --quick: 40)")
     ap.add_argument("--jobs", type=int, default=2, help="processes at once (the pretraining lane counts as one)")
     ap.add_argument("--quick", action="store_true", help="tiny budget everywhere: checks the pipeline end to end")
@@ -456,10 +460,13 @@ def main(argv=None) -> int:
     def pretrain_all() -> None:
         try:
             t0 = time.time()
-            shards = build_shards(work, args, records)
-            timings["build_shards_wall_seconds"] = round(time.time() - t0, 1)
-            encoders["mae_pocus"] = pretrain("mae_pocus", [shards["pocus"]], args.pocus_steps, work, args)
+            pocus = build_pocus_shards(work, args, records)
+            timings["build_pocus_wall_seconds"] = round(time.time() - t0, 1)
+            encoders["mae_pocus"] = pretrain("mae_pocus", [pocus], args.pocus_steps, work, args)
             ready["mae_pocus"].set()
+            t0 = time.time()
+            shards = build_busbra_shards(work, args, records)
+            timings["build_busbra_wall_seconds"] = round(time.time() - t0, 1)
             for k in RUNS:
                 name = f"mae_busbra_run{k}"
                 folds = [shards[f"busbra_fold{f}"] for f in RUNS if f != k]  # never run k's test fold
