@@ -7,7 +7,7 @@ Data (read where they are, never copied into the repository): BUS-BRA (../shared
 usfmae.finetune.adapters.read_busbra; POCUS lung videos and images (../shared/real_sets/pocus) and
 ../shared/real_us for pretraining.
 
-Encoders (configs/pretrain_pays.yaml: the tiny MAE, 16 px patches, here at 96 px input; 75% random masking, which beat the
+Encoders (configs/pretrain_pays.yaml: the tiny MAE, 16 px patches, here at 64 px input; 75% random masking, which beat the
 paper's 25% in benchmarks/pretraining_pays.py), each pretrained by the real launcher on shards built by the real
 `usfmae build-shards` (local Ray, cleaning on, videos at 3 fps):
   mae_pocus    POCUS videos + images and ../shared/real_us (one pretraining; the build checks by content hash that
@@ -21,12 +21,21 @@ images as released (the paper's protocol), resized once to the model's input and
 
 Protocol: BUS-BRA's official run k (k = 1..5) tests on fold k and splits the other four folds into training and
 validation by the release's valid_k column. Classification follows benchmarks/pretraining_pays.py's recipe: per
-arm, label fraction and run, an lr sweep (--lrs), each cell's epoch its best validation epoch (macro F1), the
-chosen lr decided on validation only, test read once at the choice (usfmae.finetune.classification.sweep).
+arm and label fraction an lr sweep (--lrs) on run 1 (pays sweeps at its first seed), decided on run 1's validation
+split, the other runs at the chosen lr; each cell's epoch is its best validation epoch (macro F1), and its test
+fold is read once, there (usfmae.finetune.classification.sweep). Run 1's validation scans lie in the test folds of
+runs 2-5: the one lr choice per arm and fraction has seen their labels (the pretraining never does).
 Label fractions are class-stratified subsets of run k's training split, repeated up to its size per epoch (same
 steps for every fraction). Reported: test precision, recall, F1 (positive class malignant), per class, AUROC and
 accuracy as mean +/- std over the 5 runs. Segmentation (Dice, IoU at the masks' own resolution) fine-tunes
 mae_pocus, mae_busbra and random_init with configs/finetune_seg_tiny.yaml, the epoch chosen on validation.
+
+Budget (measured CPU time per training image on this machine, one thread: the tiny ViT 4.1 ms at 128 px, 2.5 ms at
+96 px; the small CNN 9.1 / 4.6 ms; decoding a released PNG 1.3 ms; at 64 px about half of 96 px): 36 ViT and 12
+CNN classification cells (2 lrs on run 1 + 4 runs, 2 fractions), 4 epochs of ~1,200 images each, 15 segmentation
+cells of 3 epochs, 500 + 5 x 250 pretraining steps and six shard builds: ~20 CPU-minutes, ~12 min on the 2 idle
+cores. The defaults were cut from 128 px / 8 epochs / a per-run sweep (~100 CPU-min) when the machine turned out
+to be shared 10-20 deep (one process got 10-20% of a core).
 
 Everything is cached in --work; a killed study re-run picks up where it stopped.
 """
@@ -252,12 +261,12 @@ def segment_task(arm: str, encoder: Path, run_k: int, work: Path, args) -> dict:
 def run_cells(encoders: dict, ready: dict, lane: threading.Thread, failures: list, work: Path, args,
               base: FinetuneConfig) -> tuple[dict, dict]:
     """Every classification and segmentation cell in a pool of args.jobs processes (one fewer while the
-    pretraining lane runs); a cell starts once its encoder exists. 100% labels first, then segmentation, then 10%."""
-    tasks = [("cls", arm, k, f, lr) for f in sorted(args.fractions, reverse=True)[:1] for arm in ARMS
-             for k in RUNS for lr in args.lrs]
+    pretraining lane runs); a cell starts once its encoder exists. 100% labels first, then segmentation, then 10%.
+    As pretraining_pays does per seed: the lr sweep runs on run 1, and runs 2-5 take its choice (validation only)."""
+    fractions = sorted(args.fractions, reverse=True)
+    tasks = [("cls", arm, RUNS[0], f, lr) for f in fractions[:1] for arm in ARMS for lr in args.lrs]
     tasks += [("seg", arm, k) for arm in SEG_ARMS for k in RUNS] if args.seg_epochs else []
-    tasks += [("cls", arm, k, f, lr) for f in sorted(args.fractions, reverse=True)[1:] for arm in ARMS
-              for k in RUNS for lr in args.lrs]
+    tasks += [("cls", arm, RUNS[0], f, lr) for f in fractions[1:] for arm in ARMS for lr in args.lrs]
     cls_cells: dict = {}
     seg_cells: dict = {}
     futures: dict = {}
@@ -289,6 +298,10 @@ def run_cells(encoders: dict, ready: dict, lane: threading.Thread, failures: lis
                 if task[0] == "cls":
                     _, arm, k, fraction, lr = task
                     cls_cells.setdefault((arm, fraction, k), {})[lr] = {"lr": lr, **cell}
+                    sweep = cls_cells[(arm, fraction, RUNS[0])]
+                    if k == RUNS[0] and len(sweep) == len(args.lrs):  # the choice, then the other runs first
+                        chosen = float(choose({f"{lr:g}": c for lr, c in sweep.items()}))
+                        tasks[0:0] = [("cls", arm, other, fraction, chosen) for other in RUNS[1:]]
                     say(f"{arm:11s} {fraction:>4g} labels ({cell['labels']:4d}) run {k} lr {lr:g}: epoch "
                         f"{cell['best_epoch']} val {cell['val_score']:.3f} -> test F1 {cell['test']['f1']:.3f} "
                         f"AUROC {cell['test']['auroc']:.3f} ({cell['seconds']:.0f} s)")
@@ -407,13 +420,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--busbra", type=Path, default=SHARED / "real_sets" / "busbra", help="BUS-BRA as released")
     ap.add_argument("--pocus", type=Path, default=SHARED / "real_sets" / "pocus", help="POCUS (pocus_videos, pocus_images)")
     ap.add_argument("--real-us", type=Path, default=SHARED / "real_us", help="more real scanner files for pretraining")
-    ap.add_argument("--image-size", type=int, default=96, help="model input side (16 px patches)")
+    ap.add_argument("--image-size", type=int, default=64, help="model input side (16 px patches)")
     ap.add_argument("--pocus-steps", type=int, default=500, help="pretraining steps of mae_pocus")
     ap.add_argument("--busbra-steps", type=int, default=250, help="pretraining steps of each mae_busbra run")
     ap.add_argument("--batch", type=int, default=64, help="pretraining batch (one rank)")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 1.0], help="label fractions")
-    ap.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3], help="fine-tuning lr grid (per run)")
-    ap.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs (each = the training split's size)")
+    ap.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3], help="fine-tuning lr grid (swept on run 1)")
+    ap.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs (each = the training split's size)")
     ap.add_argument("--seg-epochs", type=int, default=3, help="segmentation epochs (0 = skip)")
     ap.add_argument("--limit", type=int, default=0, help="images per split and run (0 = all; --quick: 40)")
     ap.add_argument("--jobs", type=int, default=2, help="processes at once (the pretraining lane counts as one)")
