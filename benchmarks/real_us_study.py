@@ -452,6 +452,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
     os.environ.update(ONE_THREAD)  # inherited by the workers and launchers
+    # Ray renices its workers by 15 (19 under our nice 5): on a shared machine the shard builds then starve.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     started, info = time.time(), machine_info()
