@@ -33,8 +33,9 @@ mae_pocus, mae_busbra and random_init with configs/finetune_seg_tiny.yaml, the e
 Budget (measured CPU time per training image on this machine, one thread: the tiny ViT 4.1 ms at 128 px, 2.5 ms at
 96 px; the small CNN 9.1 / 4.6 ms; decoding a released PNG 1.3 ms; at 64 px about half of 96 px): 36 ViT and 12
 CNN classification cells (2 lrs on run 1 + 4 runs, 2 fractions), 4 epochs of ~1,200 images each, 15 segmentation
-cells of 3 epochs, 500 + 5 x 250 pretraining steps and six shard builds: ~20 CPU-minutes, ~12 min on the 2 idle
-cores. The defaults were cut from 128 px / 8 epochs / a per-run sweep (~100 CPU-min) when the machine turned out
+cells of 3 epochs, 500 + 5 x 250 pretraining steps and six shard builds. Measured (benchmarks/README.md): ~28
+CPU-minutes in this process tree plus ~8.5 of cleaning in the Ray workers, 38 min of wall time on the 2 cores shared
+with 7 other sessions. The defaults were cut from 128 px / 8 epochs / a per-run sweep (~100 CPU-min) when the machine turned out
 to be shared 10-20 deep (one process got 10-20% of a core).
 
 Everything is cached in --work; a killed study re-run picks up where it stopped.
