@@ -36,3 +36,11 @@ def real_us_file(name: str) -> Path:
     if folder is None or not (folder / name).is_file():
         pytest.skip(f"real ultrasound file {name} not found ({where})")
     return folder / name
+
+
+def real_set(name: str) -> Path:
+    """A real data set of ../shared/real_sets (BUS-BRA, POCUS), or skip the test saying where it was looked for."""
+    folder = REPO.parent / "shared" / "real_sets" / name
+    if not folder.is_dir():
+        pytest.skip(f"real data set {name} not found at {folder} (development machines only; never copied here)")
+    return folder

@@ -13,6 +13,7 @@ cannot be decoded raises an error naming it; nothing is skipped silently.
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,9 +29,18 @@ from usfmae.io.intensity import to_rgb
 from usfmae.io.kinds import IMAGE_EXTENSIONS
 
 
+# A lesion mask beside its image in a class folder: <name>_mask.png, and <name>_mask_1.png ... for more lesions.
+MASK_NAME = re.compile(r"^(?P<image>.+)_mask(?:_(?P<index>\d+))?$")
+
+
 def is_image_file(path: Path) -> bool:
     """True for visible files with a supported image extension (any letter case)."""
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def is_mask_file(path: Path) -> bool:
+    """True for an image file named as a lesion mask (MASK_NAME): not a sample of a class folder."""
+    return is_image_file(path) and MASK_NAME.match(path.stem) is not None
 
 
 def load_rgb(path: str | Path) -> Image.Image:
@@ -76,7 +86,8 @@ class LabelledImages(Dataset):
 
 
 class FolderDataset(LabelledImages):
-    """``root/<class name>/**/<image>``: classes are the sub-folders in sorted order."""
+    """``root/<class name>/**/<image>``: classes are the sub-folders in sorted order; lesion masks beside the
+    images (``<name>_mask.png``, ``<name>_mask_1.png``: usfmae.finetune.labelled_folder) are not samples."""
 
     def __init__(self, root: str | Path, transform: Callable | None = None):
         root = Path(root)
@@ -87,7 +98,7 @@ class FolderDataset(LabelledImages):
             raise ValueError(f"no class sub-folders in {root}: expected root/<class name>/<images>")
         samples = []
         for index, class_dir in enumerate(class_dirs):
-            images = sorted(p for p in class_dir.rglob("*") if is_image_file(p))
+            images = sorted(p for p in class_dir.rglob("*") if is_image_file(p) and not is_mask_file(p))
             if not images:
                 raise ValueError(f"class folder {class_dir} has no images ({', '.join(IMAGE_EXTENSIONS)})")
             samples.extend((str(p), index) for p in images)

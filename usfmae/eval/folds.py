@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,25 @@ def stratified_kfold(labels: Sequence, k: int, seed: int) -> list[tuple[np.ndarr
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), labels)
         return [(train.astype(np.int64), val.astype(np.int64)) for train, val in splits]
+
+
+def stratified_group_kfold(labels: Sequence, groups: Sequence, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """scikit-learn's StratifiedGroupKFold (shuffled with ``seed``): every group (patient, video, near-duplicate
+    set) lies in one fold only, class proportions kept as far as the groups allow.
+
+    Returns [(train_idx, val_idx)] * k, each a sorted int64 array; fewer groups than k is an error.
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    if labels.shape != groups.shape:
+        raise ValueError(f"got {labels.size} labels but {groups.size} group ids")
+    n_groups = np.unique(groups).size
+    if k < 2 or k > n_groups:
+        raise ValueError(f"cannot make {k} group-aware folds from {n_groups} groups (need 2 <= k <= groups)")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        splits = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(labels.size), labels,
+                                                                                           groups)
+        return [(np.sort(train).astype(np.int64), np.sort(val).astype(np.int64)) for train, val in splits]
 
 
 def stratified_subset(labels: Sequence, fraction: float, seed: int, min_per_class: int = 1) -> np.ndarray:

@@ -14,12 +14,15 @@ BUS-BRA (Gómez-Flores et al., Med. Phys. 51(4), 2024), benign vs malignant, off
         BUSBRA/Images/bus_0001-l.png ...   one PNG per ID (ID = file stem, e.g. bus_0001-l)
         BUSBRA/bus_data.csv                columns include ID and Pathology (benign|malignant)
         BUSBRA/5-fold-cv.csv               columns include ID and kFold (1..5); may repeat Pathology
-        (Masks/, 10-fold-cv.csv: not used)
+                                           and valid_1..valid_5 (1 train, 0 validation, NaN test)
+        BUSBRA/Masks/mask_0001-l.png ...   lesion masks (read_busbra; segmentation)
+        (10-fold-cv.csv: not used)
 
     Assumptions: the official partition is the kFold column of 5-fold-cv.csv (patient-level, as
-    published: fold sizes 376/385/366/365/383); fold f is the validation set of run f. Labels come
-    from bus_data.csv; where 5-fold-cv.csv also has Pathology the two must agree. Every ID must be
-    in both files.
+    published: fold sizes 376/385/366/365/383); fold f is the test set of run f, and valid_f splits
+    the other four folds into training (1) and validation (0). Labels come from bus_data.csv;
+    where 5-fold-cv.csv also has Pathology the two must agree. Every ID must be in both files.
+    Image sizes are read from the PNGs: bus_data.csv's Width/Height are wrong for 4 rows.
 
 MMOTU-2D (Zhao et al., arXiv:2207.06799, 2022), subset OTU_2d, 8 classes, official split
     1,000 train / 469 val. Download: linked from github.com/cv516Buaa/MMOTU_DS2Net (figshare).
@@ -52,10 +55,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from usfmae.data.labelled import FolderDataset, is_image_file
 from usfmae.eval.folds import stratified_kfold
@@ -121,10 +126,44 @@ def _by_id(rows: list[dict[str, str]], path: Path) -> dict[str, dict[str, str]]:
     return table
 
 
-def adapt_busbra(root: str | Path, out_csv: str | Path) -> Path:
-    """BUS-BRA -> path,label,fold with labels benign|malignant and the official kFold 1..5."""
+@dataclass(frozen=True)
+class BusbraImage:
+    """One BUS-BRA scan as released: its files, label, patient, official fold, and size from the PNG itself."""
+
+    id: str
+    image: Path
+    mask: Path | None  # Masks/mask_XXXX-y.png (None when the release has no Masks/ folder)
+    label: str  # benign | malignant
+    patient: str  # bus_data.csv's Case
+    fold: int  # kFold of 5-fold-cv.csv, 1..5: the test fold of official run `fold`
+    size: tuple[int, int]  # (width, height) read from the PNG header
+    roles: tuple[str, ...] | None  # roles[k - 1]: "train" | "val" | "test" in official run k; None without valid_k
+
+
+def _busbra_roles(row: dict[str, str], fold: int, path: Path) -> tuple[str, ...] | None:
+    """The valid_k columns of 5-fold-cv.csv: 1 = train, 0 = validation, NaN = the run's test fold."""
+    keys = sorted((k for k in row if k.startswith("valid_")), key=lambda k: int(k.removeprefix("valid_")))
+    if not keys:
+        return None
+    roles = []
+    for k, key in enumerate(keys, start=1):
+        role = {"1": "train", "0": "val", "nan": "test", "": "test"}.get(row[key].lower())
+        if role is None or (role == "test") != (k == fold):
+            raise ValueError(f"{path}: ID {row['ID']} has {key}={row[key]!r} with kFold {fold}; expected NaN exactly "
+                             "in its own fold's column, else 1 (train) or 0 (validation)")
+        roles.append(role)
+    return tuple(roles)
+
+
+def read_busbra(root: str | Path) -> tuple[list[BusbraImage], dict]:
+    """Every scan of a BUS-BRA release (sorted by ID) and a report of what was read.
+
+    Sizes come from the PNG headers: bus_data.csv's Width/Height disagree with the file for 4 of the
+    1875 rows of the public release; those IDs are listed under report["size_differs_from_csv"].
+    """
     root = _descend(Path(root), "5-fold-cv.csv", "BUSBRA")
     images = _require(root / "Images", "BUS-BRA image folder (Images/)")
+    masks = root / "Masks" if (root / "Masks").is_dir() else None
     data_csv, folds_csv = root / "bus_data.csv", root / "5-fold-cv.csv"
     labels = _by_id(_read_table(data_csv, ["ID", "Pathology"]), data_csv)
     folds = _by_id(_read_table(folds_csv, ["ID", "kFold"]), folds_csv)
@@ -135,13 +174,13 @@ def adapt_busbra(root: str | Path, out_csv: str | Path) -> Path:
         raise ValueError(f"{data_csv.name} and {folds_csv.name} list different IDs: "
                          f"only in {data_csv.name}: {only_data[:5]}, only in {folds_csv.name}: {only_folds[:5]}")
 
-    # Step 2: one row per image, label from bus_data.csv checked against the fold file.
-    rows = []
+    # Step 2: one record per image, label from bus_data.csv checked against the fold file, size from the PNG.
+    records, size_differs = [], []
     for image_id in sorted(labels):
-        label = labels[image_id]["Pathology"].lower()
+        row, fold_row = labels[image_id], folds[image_id]
+        label = row["Pathology"].lower()
         if label not in BUSBRA_CLASSES:
             raise ValueError(f"{data_csv}: ID {image_id} has Pathology {label!r}, expected one of {BUSBRA_CLASSES}")
-        fold_row = folds[image_id]
         if fold_row.get("Pathology") and fold_row["Pathology"].lower() != label:
             raise ValueError(f"ID {image_id}: Pathology {label!r} in {data_csv.name} but "
                              f"{fold_row['Pathology']!r} in {folds_csv.name}")
@@ -150,8 +189,27 @@ def adapt_busbra(root: str | Path, out_csv: str | Path) -> Path:
         except ValueError:
             raise ValueError(f"{folds_csv}: ID {image_id} has non-integer kFold {fold_row['kFold']!r}") from None
         image = _require(images / f"{image_id}.png", f"BUS-BRA image for ID {image_id}")
-        rows.append((image, label, fold))
-    return _write_csv(out_csv, rows, "fold")
+        try:
+            with Image.open(image) as header:
+                size = header.size
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"cannot read BUS-BRA image {image}: {error}") from error
+        if row.get("Width") and row.get("Height") and (row["Width"], row["Height"]) != tuple(map(str, size)):
+            size_differs.append(image_id)
+        mask = None
+        if masks is not None:
+            mask = _require(masks / ("mask_" + image_id.removeprefix("bus_") + ".png"), f"BUS-BRA mask for ID {image_id}")
+        records.append(BusbraImage(image_id, image, mask, label, row.get("Case") or image_id, fold, size,
+                                   _busbra_roles(fold_row, fold, folds_csv)))
+    report = {"root": str(root), "images": len(records), "patients": len({r.patient for r in records}),
+              "folds": sorted({r.fold for r in records}), "size_differs_from_csv": size_differs}
+    return records, report
+
+
+def adapt_busbra(root: str | Path, out_csv: str | Path) -> Path:
+    """BUS-BRA -> path,label,fold with labels benign|malignant and the official kFold 1..5."""
+    records, _ = read_busbra(root)
+    return _write_csv(out_csv, [(r.image, r.label, r.fold) for r in records], "fold")
 
 
 def _read_cls_list(path: Path, images: Path, num_classes: int) -> list[tuple[Path, int]]:

@@ -23,6 +23,9 @@ class FinetuneBase(Section):
         "Input side; None = the encoder's pretraining size (224 for baselines). ViT position embeddings "
         "are resampled when it differs."))
     val_fraction: float = Field(0.2, gt=0, lt=1, description="Seeded stratified/random hold-out fraction.")
+    groups: str | None = Field(None, description=(
+        "CSV path,group for a class-folder tree (usfmae.finetune.labelled_folder): images of one patient or cine "
+        "share a group and never straddle a split (stratified group folds)."))
     min_lr: float = Field(1e-6, ge=0, description="Floor of the cosine decay.")
     warmup_epochs: float = Field(1.0, ge=0, description="Linear warmup length in epochs.")
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay (none on biases, norms, tokens).")

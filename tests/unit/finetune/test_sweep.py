@@ -64,6 +64,8 @@ def test_finetune_cell_learns_scores_test_at_the_best_validation_epoch_and_cache
     train, val, test = Shifted(64, seed=1), Shifted(32, seed=2), Shifted(32, seed=3)
     cell = finetune_cell(build, train, val, test, CLASSES, _cfg(), tmp_path / "cell", seed=0)
     assert cell["test"]["accuracy"] >= 0.9 and cell["val"]["accuracy"] >= 0.9
+    scores, positive = cell["test"], _cfg().positive_class  # Table 2's figures: the positive class's, and per class
+    assert [scores[k] for k in ("precision", "recall", "f1")] == list(scores["per_class"][positive].values())
     history = json.loads((tmp_path / "cell" / "history.json").read_text())
     assert cell["val_score"] == max(h["val_macro_f1"] for h in history)
     assert history[cell["best_epoch"] - 1]["val_macro_f1"] == cell["val_score"]

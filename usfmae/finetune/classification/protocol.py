@@ -5,6 +5,7 @@ Protocols (FinetuneConfig.protocol):
   adapter's folds), else a seeded stratified k-fold; reported as mean and std over folds.
 - split: the CSV's ``split`` column, ``train`` rows against ``val`` (or ``test``) rows (MMOTU-2D).
 - holdout: one stratified hold-out of ``val_fraction`` (fold 1 of a stratified round(1/fraction)-fold).
+With ``groups`` (a path,group CSV for a class-folder tree) kfold and holdout use stratified group folds instead.
 - auto: kfold with a fold column, split with a split column, holdout otherwise.
 Every fold gets the seed ``cfg.seed + i``; all of them are recorded in the run's metrics.json.
 """
@@ -16,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ...data.labelled import CsvDataset, FolderDataset, LabelledImages
-from ...eval.folds import FoldSpec, folds_from_column, make_fold_specs, stratified_kfold
+from ...eval.folds import FoldSpec, folds_from_column, make_fold_specs, stratified_group_kfold, stratified_kfold
 from ..adapters import ADAPTERS
+from ..labelled_folder import scan_labelled_folder
 from ..registry import DOWNSTREAM
 from .config import FinetuneConfig
 
@@ -84,9 +86,28 @@ def _official_split(data: LabelledImages) -> tuple[np.ndarray, np.ndarray]:
     return idx[groups == "train"], idx[groups == present[0]]
 
 
+def sample_groups(cfg: FinetuneConfig, data: LabelledImages) -> list[str] | None:
+    """Each sample's group id from cfg.groups (a class-folder tree only), or None without a group CSV."""
+    if cfg.groups is None:
+        return None
+    root = getattr(data, "root", None)
+    if root is None:
+        raise ValueError(f"groups={cfg.groups} applies to a class-folder tree; {_where(data)} is a CSV: give it a fold "
+                         "column instead (usfmae.finetune.labelled_folder.adapt_labelled_folder writes one)")
+    by_image = {r.image: r.group for r in scan_labelled_folder(root, cfg.groups, check_masks=False)}
+    return [by_image[Path(path)] for path, _ in data.samples]
+
+
 def plan_folds(cfg: FinetuneConfig, data: LabelledImages) -> tuple[str, list[FoldSpec]]:
     """(protocol description, fold specs with seeds cfg.seed + i) for data under cfg.protocol."""
     protocol = resolve_protocol(cfg, data)
+    groups = sample_groups(cfg, data)
+    if groups is not None and protocol in ("kfold", "holdout"):  # whole groups per fold
+        k = cfg.folds if protocol == "kfold" else max(2, round(1 / cfg.val_fraction))
+        splits = stratified_group_kfold(data.targets, groups, k, cfg.seed)
+        if protocol == "kfold":
+            return f"kfold-grouped-{k}", make_fold_specs(splits, cfg.seed)
+        return f"holdout-grouped-{1 / k:.2f}", make_fold_specs(splits[:1], cfg.seed, ["holdout"])
     if protocol == "kfold" and getattr(data, "group_column", None) == "fold":
         values = np.asarray(data.groups)
         names = [f"fold{v}" for v in np.unique(values)]

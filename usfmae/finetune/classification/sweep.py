@@ -35,10 +35,13 @@ PROBE_CS = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths of the logistic-regres
 
 
 def headline(metrics: dict) -> dict:
-    """The figures a comparison reports, from classification_metrics: accuracy, AUROC, macro and binary F1."""
+    """The figures a comparison reports, from classification_metrics: accuracy, AUROC, macro F1, the positive
+    class's precision / recall / F1 (binary tasks, Table 2's figures) and precision / recall / F1 per class."""
     out = {"accuracy": metrics["accuracy"], "auroc": metrics.get("auroc"), "macro_f1": metrics["macro"]["f1"]}
     if "binary" in metrics:
-        out["f1"] = metrics["binary"]["f1"]
+        out.update({k: metrics["binary"][k] for k in ("f1", "precision", "recall")})
+    out["per_class"] = {name: {k: row[k] for k in ("precision", "recall", "f1")}
+                        for name, row in metrics["per_class"].items()}
     return out
 
 

@@ -23,10 +23,12 @@ class SegmentationConfig(FinetuneBase):
 
     # ------------------------------------------------------------------ data
     data: str | None = Field(None, description=(
-        "Image/mask folder pairs: <data>/images/x.png with <data>/masks/x.png, or BUS-BRA's official layout "
-        "(BUSBRA/Images/bus_0001-l.png with BUSBRA/Masks/mask_0001-l.png)."))
-    layout: Literal["auto", "pairs", "busbra"] = Field("auto", description=(
-        "How `data` is laid out; auto = busbra when an Images/ + Masks/ pair (or BUSBRA/) is found, else pairs."))
+        "Image/mask folder pairs: <data>/images/x.png with <data>/masks/x.png, BUS-BRA's official layout "
+        "(BUSBRA/Images/bus_0001-l.png with BUSBRA/Masks/mask_0001-l.png), or a labelled folder with masks."))
+    layout: Literal["auto", "pairs", "busbra", "classes"] = Field("auto", description=(
+        "How `data` is laid out; auto = busbra when an Images/ + Masks/ pair (or BUSBRA/) is found, pairs with "
+        "images/ + masks/, else classes: a labelled folder, <class>/x.png with x_mask.png beside it "
+        "(usfmae.finetune.labelled_folder)."))
     val_data: str | None = Field(None, description=(
         "A separate validation set in the same layout (else a hold-out of `data`)."))
     fold: int | None = Field(None, ge=1, le=5, description=(

@@ -1,6 +1,6 @@
 """Image + lesion-mask pairs for segmentation fine-tuning, and their joint augmentation.
 
-Two layouts, both read into a list of (image path, mask path) pairs:
+Three layouts, each read into a list of (image path, mask path or tuple of mask paths) pairs:
 
 - ``folder_pairs``: ``<root>/images/x.png`` with ``<root>/masks/x.png`` (same stem, any supported
   extension), which is what ``usfmae.testing.synthetic.write_segmentation`` writes.
@@ -11,6 +11,9 @@ Two layouts, both read into a list of (image path, mask path) pairs:
       BUSBRA/Images/bus_0001-l.png ...   one PNG per ID (ID = stem)
       BUSBRA/Masks/mask_0001-l.png ...   its lesion mask: the ID with 'bus_' replaced by 'mask_'
       BUSBRA/5-fold-cv.csv               ID, kFold (1..5): the official patient-level folds
+
+- ``class_pairs``: a labelled folder (usfmae.finetune.labelled_folder): ``<root>/<class>/x.png`` with
+  ``x_mask.png`` (and ``x_mask_1.png`` ... for more lesions, merged) beside it.
 
 Masks are read as one channel; foreground is any value above 0 when the mask holds only 0 and 1,
 else above 127 (0/255 masks, and JPEG masks whose edges ring). Every image must have its mask and
@@ -34,9 +37,11 @@ from torchvision.transforms import v2
 
 from ...data.labelled import is_image_file, load_rgb
 from ...data.transforms import normalize
+from ...eval.folds import stratified_group_kfold
 from ..adapters import _by_id, _descend, _read_table
+from ..labelled_folder import FolderImage, scan_labelled_folder
 
-Pair = tuple[Path, Path]  # (image, mask)
+Pair = tuple[Path, Path | tuple[Path, ...]]  # (image, mask or the masks of its lesions, merged)
 
 
 # ---------------------------------------------------------------------------- layouts
@@ -107,21 +112,44 @@ def busbra_folds(root: str | Path) -> dict[str, int]:
     return folds
 
 
+def class_pairs(records: Sequence[FolderImage]) -> list[Pair]:
+    """(image, its masks) of labelled-folder records; an image without a mask is an error naming it."""
+    no_mask = [str(r.image) for r in records if not r.masks]
+    if no_mask:
+        raise FileNotFoundError(f"{len(no_mask)} image(s) have no <name>_mask.* beside them: {no_mask[:5]}")
+    return [(r.image, r.masks if len(r.masks) > 1 else r.masks[0]) for r in records]
+
+
 def detect_layout(root: str | Path) -> str:
-    """'busbra' when root (or root/BUSBRA) holds Images/ and Masks/, else 'pairs'."""
+    """'busbra' when root (or root/BUSBRA) holds Images/ and Masks/, 'pairs' with images/ + masks/, else 'classes'."""
     root = busbra_root(root)
-    return "busbra" if (root / "Images").is_dir() and (root / "Masks").is_dir() else "pairs"
+    if (root / "Images").is_dir() and (root / "Masks").is_dir():
+        return "busbra"
+    return "pairs" if (Path(root) / "images").is_dir() else "classes"
 
 
-def find_pairs(root: str | Path, layout: str = "auto") -> list[Pair]:
-    """Pairs of `root` in `layout` ('auto', 'pairs' or 'busbra')."""
+def find_pairs(root: str | Path, layout: str = "auto", groups_csv: str | Path | None = None) -> list[Pair]:
+    """Pairs of `root` in `layout` ('auto', 'pairs', 'busbra' or 'classes')."""
     if layout == "auto":
         layout = detect_layout(root)
+    if groups_csv is not None and layout != "classes":
+        raise ValueError(f"groups applies to the 'classes' layout (a labelled folder); {root} is '{layout}'")
     if layout == "busbra":
         return busbra_pairs(root)
     if layout == "pairs":
         return folder_pairs(root)
-    raise ValueError(f"layout must be 'auto', 'pairs' or 'busbra', got {layout!r}")
+    if layout == "classes":
+        return class_pairs(scan_labelled_folder(root, groups_csv))
+    raise ValueError(f"layout must be 'auto', 'pairs', 'busbra' or 'classes', got {layout!r}")
+
+
+def group_holdout(records: Sequence[FolderImage], val_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """(train, val) of a labelled folder: fold 1 of a stratified group k-fold, k = round(1 / val_fraction), so
+    no group (patient, cine) is on both sides."""
+    k = max(2, round(1 / val_fraction))
+    train_idx, val_idx = stratified_group_kfold([r.label for r in records], [r.group for r in records], k, seed)[0]
+    pairs = class_pairs(records)
+    return [pairs[i] for i in train_idx], [pairs[i] for i in val_idx]
 
 
 def holdout(pairs: Sequence[Pair], val_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
@@ -154,6 +182,20 @@ def load_mask(path: str | Path) -> np.ndarray:
     return array > (0 if array.max() <= 1 else 127)
 
 
+def load_masks(masks: Path | tuple[Path, ...]) -> np.ndarray:
+    """One mask, or the union of several lesion masks of one image (same size, else an error naming both)."""
+    if not isinstance(masks, tuple):
+        return load_mask(masks)
+    merged = load_mask(masks[0])
+    for path in masks[1:]:
+        other = load_mask(path)
+        if other.shape != merged.shape:
+            raise ValueError(f"lesion masks {masks[0]} ({merged.shape[1]}x{merged.shape[0]}) and {path} "
+                             f"({other.shape[1]}x{other.shape[0]}) differ in size")
+        merged |= other
+    return merged
+
+
 class SegmentationPairs(Dataset):
     """(image [3, S, S] float normalised, mask [1, S, S] float 0/1, index) from image/mask pairs.
 
@@ -164,7 +206,8 @@ class SegmentationPairs(Dataset):
     def __init__(self, pairs: Sequence[Pair], transform: Callable | None = None):
         if not pairs:
             raise ValueError("SegmentationPairs needs at least one image/mask pair")
-        self.pairs = [(Path(image), Path(mask)) for image, mask in pairs]
+        self.pairs = [(Path(image), tuple(map(Path, mask)) if isinstance(mask, tuple) else Path(mask))
+                      for image, mask in pairs]
         self.transform = transform
 
     def __len__(self) -> int:
@@ -174,7 +217,7 @@ class SegmentationPairs(Dataset):
         """The pair at `index` decoded, before any transform; sizes must agree."""
         image_path, mask_path = self.pairs[index]
         image = np.array(load_rgb(image_path))  # [H, W, 3] uint8 (a writable copy for torch)
-        mask = load_mask(mask_path)  # [H, W] bool
+        mask = load_masks(mask_path)  # [H, W] bool
         if image.shape[:2] != mask.shape:
             raise ValueError(f"image {image_path} is {image.shape[1]}x{image.shape[0]} but its mask {mask_path} "
                              f"is {mask.shape[1]}x{mask.shape[0]}")

@@ -23,20 +23,25 @@ from typing import Callable
 from ...config import ConfigError, flag_overrides, load_config, save_resolved
 from ...eval.folds import seed_everything
 from .config import SegmentationConfig
-from .data import Pair, SegmentationPairs, busbra_folds, detect_layout, find_pairs, holdout, joint_transform
+from ..labelled_folder import scan_labelled_folder
+from .data import (Pair, SegmentationPairs, busbra_folds, detect_layout, find_pairs, group_holdout, holdout,
+                   joint_transform)
 from .model import build_segmenter
 from .train import train_segmentation
 
 
 def split_pairs(cfg: SegmentationConfig) -> tuple[list[Pair], list[Pair]]:
-    """(train, val) pairs: val_data if given, else BUS-BRA's official fold, else a seeded hold-out."""
+    """(train, val) pairs: val_data if given, else BUS-BRA's official fold, else a seeded hold-out (group-aware
+    for a labelled folder)."""
     if cfg.data is None:
         raise ValueError("no data: give data (images/ + masks/ folders, or BUS-BRA's BUSBRA/ folder)")
-    pairs = find_pairs(cfg.data, cfg.layout)
+    layout = detect_layout(cfg.data) if cfg.layout == "auto" else cfg.layout
+    if layout == "classes" and cfg.val_data is None and cfg.fold is None:
+        return group_holdout(scan_labelled_folder(cfg.data, cfg.groups), cfg.val_fraction, cfg.seed)
+    pairs = find_pairs(cfg.data, cfg.layout, cfg.groups)
     if cfg.val_data is not None:
         return pairs, find_pairs(cfg.val_data, cfg.layout)
     if cfg.fold is not None:
-        layout = detect_layout(cfg.data) if cfg.layout == "auto" else cfg.layout
         if layout != "busbra":
             raise ValueError(f"fold={cfg.fold} needs BUS-BRA's layout (official folds); {cfg.data} is '{layout}'")
         folds = busbra_folds(cfg.data)

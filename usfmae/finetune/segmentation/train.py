@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from ...optim import lr_at, param_groups
 from .config import SegmentationConfig
-from .data import SegmentationPairs, load_mask
+from .data import SegmentationPairs, load_masks
 from .metrics import binarize, segmentation_metrics
 from .model import SegmentationViT
 
@@ -95,7 +95,7 @@ def evaluate(model: nn.Module, dataset: SegmentationPairs, threshold: float, bat
              device: torch.device, num_workers: int = 0) -> tuple[dict, list[np.ndarray]]:
     """(segmentation_metrics at original resolution, probabilities) of `model` on `dataset`."""
     probs = predict(model, dataset, batch_size, device, num_workers)
-    targets = [load_mask(mask) for _, mask in dataset.pairs]
+    targets = [load_masks(mask) for _, mask in dataset.pairs]
     names = [image.stem for image, _ in dataset.pairs]
     return segmentation_metrics([binarize(p, threshold) for p in probs], targets, names), probs
 
