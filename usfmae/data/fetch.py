@@ -60,7 +60,7 @@ def fetch_bytes(shard: Shard, how: ShardFetch, deadline: float | None = None) ->
 
 
 def parse_samples(url: str, data: bytes) -> tuple[list[dict], str | None, str | None]:
-    """(whole samples in tar order, the error that ended the tar early or None, the file being read then).
+    """(whole samples in tar order, the error that ended the tar early or None, the sample being read then).
 
     A sample is kept with the files read whole before a break (a member cut short is not among them); one
     without an image is dropped by the decoder later, by name (stream.decode_image)."""
@@ -68,9 +68,9 @@ def parse_samples(url: str, data: bytes) -> tuple[list[dict], str | None, str | 
     try:
         for f in tar_file_iterator(io.BytesIO(data)):
             key, ext = base_plus_ext(f["fname"])
-            last = f["fname"]
             if key is None:
                 continue
+            last = key
             if current is None or current["__key__"] != key:
                 if current is not None:
                     samples.append(current)

@@ -51,6 +51,14 @@ class StreamPlan:
     shuffle_buffer: int = 0  # samples: shards are shuffled together in windows holding at least this many
 
 
+class UnreadableSample(RuntimeError):
+    """A sample without a decodable image; the message names it and its shard, `reason` says what is wrong."""
+
+    def __init__(self, sample: dict, reason: str):
+        super().__init__(f"sample {sample.get('__key__')} in {sample.get('__url__')}: {reason}")
+        self.reason = reason
+
+
 def decode_image(sample: dict) -> np.ndarray:
     """PNG/JPEG bytes -> uint8 [H, W] (stored gray) or [H, W, 3] RGB, with OpenCV."""
     for ext in ("png", "jpg", "jpeg"):
@@ -58,12 +66,11 @@ def decode_image(sample: dict) -> np.ndarray:
             buf = np.frombuffer(sample[ext], np.uint8)
             img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)  # gray stays 1 channel
             if img is None:
-                raise RuntimeError(f"sample {sample.get('__key__')} in {sample.get('__url__')}: "
-                                   f"undecodable {ext}")
+                raise UnreadableSample(sample, f"undecodable {ext}")
             if img.dtype != np.uint8 or img.ndim == 3 and img.shape[2] != 3:
                 return to_rgb(img, bgr=True)  # 16-bit or alpha (not the builder's): the readers' rule
             return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    raise RuntimeError(f"sample {sample.get('__key__')} in {sample.get('__url__')} has no image")
+    raise UnreadableSample(sample, "no image")
 
 
 def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
@@ -115,8 +122,8 @@ class _StreamEpoch:
             if sample is not None:
                 try:
                     return decode_image(sample), sample["__key__"], stand_ins is not None
-                except RuntimeError as e:
-                    errors.append({"shard": sample["__url__"], "key": sample["__key__"], "error": str(e)})
+                except UnreadableSample as e:
+                    errors.append({"shard": sample["__url__"], "key": sample["__key__"], "error": e.reason})
             stand_ins = stand_ins or sq.redraws(i)
             sample = next(stand_ins, None)
             if sample is None:

@@ -97,7 +97,7 @@ class Trainer:
         self.step = self.skipped_total = self.micro_done = 0  # skipped_total: as of the last checkpoint loaded
         self.segment = self._fresh_segment(0)
         self.last_full: FullState | None = None
-        self.data_skipped, self.data_faults, self.data_faults_seen = 0, [], set()  # since the last record
+        self.data_faults, self.data_faults_seen = [], set()  # since the last record; warned about
         if cfg.logging.knn_every:
             _check_knn_data(cfg.logging.knn_data)
 
@@ -158,6 +158,8 @@ class Trainer:
                          **p.summary()})
         self._maybe_resume()
         self.health = StepHealth(self.device, cfg.checkpoint.max_bad_steps, self.step, self.skipped_total)
+        # positions filled by stand-ins, faults met: on the device, summed over ranks in the settle's all-reduce
+        self.data_counts = torch.zeros(2, dtype=torch.float64, device=self.device)
         self.window = ThroughputWindow(self.device)
 
     def _new_model(self) -> torch.nn.Module:
@@ -213,13 +215,15 @@ class Trainer:
     def _note_data_faults(self, info: dict) -> None:
         """Warn (on this rank, once per epoch and fault) about damaged shards and unreadable samples, and count
         them for the next record."""
-        self.data_skipped += info["skipped"]
+        if info["skipped"]:  # a scalar added on the device: no host-to-device copy
+            self.data_counts[0] += info["skipped"]
         for fault in info["data_errors"]:
             seen = (info["epoch"], fault["shard"], fault["key"], fault["error"])
             if seen in self.data_faults_seen:  # every stream that opens a damaged shard reports it
                 continue
             self.data_faults_seen.add(seen)
             self.data_faults.append({**fault, "rank": self.rank, "epoch": info["epoch"]})
+            self.data_counts[1] += 1
             lost = f"; {fault['lost']} sample(s) missing" if fault.get("lost") else ""
             print(f"[usfmae] rank {self.rank} WARNING: skipping damaged data in epoch {info['epoch']}: shard "
                   f"{fault['shard']}, sample {fault['key']}: {fault['error']}{lost}; their positions take other "
@@ -234,7 +238,8 @@ class Trainer:
             if self.is_main:
                 self.logger.log({"event": "data_error", "step": self.step, "skipped_samples": skipped,
                                  "faults": [f for rank in gathered for f in rank]})
-        self.data_skipped, self.data_faults = 0, []
+        self.data_faults = []
+        self.data_counts.zero_()
 
     def _log_data(self, info: dict) -> None:
         record = {"step": self.step, "epoch": self.segment.epoch, "micro": info["micro"], "worker": info["worker"],
@@ -289,7 +294,7 @@ class Trainer:
 
     def _log_step(self, lr: float) -> None:
         """Collective: settle the losses and skipped steps since the last record, stop or log."""
-        settled = self.health.settle(self.step, (self.data_skipped, len(self.data_faults)))
+        settled = self.health.settle(self.step, self.data_counts)
         skipped_samples, faults = settled.counts
         self._log_data_faults(skipped_samples, faults)
         if settled.skipped:

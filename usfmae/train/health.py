@@ -30,7 +30,7 @@ class Settled:
     bad_in_row: int  # consecutive skipped steps up to the last one settled
     first_step: int  # the first step this settle covers
     stop_at: int | None  # the step at which max_bad_steps consecutive steps had been skipped, if any
-    counts: list[int]  # the caller's host counts (settle's `counts`) summed over the ranks
+    counts: list[int]  # the caller's counts (settle's `counts`) summed over the ranks
 
 
 class StepHealth:
@@ -57,17 +57,18 @@ class StepHealth:
         self.flags.append(self.step_bad)
         self.step_bad = torch.zeros((), dtype=torch.bool, device=self.device)
 
-    def settle(self, step: int, counts: tuple[int, ...] = ()) -> Settled:
-        """Collective: every rank, at the same step (so every rank gets the same answer). `counts`: host numbers
-        of this rank summed over the ranks in the same all-reduce (the engine's data faults)."""
+    def settle(self, step: int, counts: torch.Tensor | None = None) -> Settled:
+        """Collective: every rank, at the same step (so every rank gets the same answer). `counts`: float64 [n] on
+        the device, this rank's numbers to sum over the ranks in the same all-reduce (the engine's data faults)."""
         flags = torch.stack(self.flags).double() if self.flags else torch.zeros(0, dtype=torch.float64,
                                                                                   device=self.device)
-        extra = torch.tensor(counts, dtype=torch.float64).to(self.device, non_blocking=True)
+        extra = counts if counts is not None else flags[:0]
         totals = torch.cat([self.loss_sum.view(1), self.finite.view(1), extra, flags])
         if dist.is_initialized():
             dist.all_reduce(totals)
         values = totals.tolist()  # the host sync of this settle
-        summed, values = [int(v) for v in values[2:2 + len(counts)]], values[:2] + values[2 + len(counts):]
+        n = len(extra)
+        summed, values = [int(v) for v in values[2:2 + n]], values[:2] + values[2 + n:]
         first, stop_at = self.settled_step + 1, None
         for offset, bad in enumerate(values[2:]):
             self.bad_in_row = self.bad_in_row + 1 if bad > 0 else 0
