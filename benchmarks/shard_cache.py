@@ -109,9 +109,10 @@ def main(argv=None) -> int:
         server.stop()
 
     def summary(variant: list[list[dict]]) -> dict:
-        return {f"epoch{e + 1}": {"seconds_median": statistics.median(run[e]["seconds"] for run in variant),
-                                  "gets": [run[e]["gets"] for run in variant], "mb": [run[e]["mb"] for run in variant]}
-                for e in range(2)}
+        out = {f"epoch{e + 1}": {"seconds_median": round(statistics.median(run[e]["seconds"] for run in variant), 3),
+                                 "gets": [run[e]["gets"] for run in variant], "mb": [run[e]["mb"] for run in variant]}
+               for e in range(2)}
+        return {**out, "total_mb": [round(sum(epoch["mb"] for epoch in run), 2) for run in variant]}
 
     print(json.dumps({"machine": machine_info(), "images": args.images, "shards": len(shards),
                       "corpus_mb": round(corpus_mb, 2), "workers": args.workers, "batch": args.batch,

@@ -63,7 +63,7 @@ def parse_samples(url: str, data: bytes) -> tuple[list[dict], str | None, str | 
     """(whole samples in tar order, the error that ended the tar early or None, the sample being read then).
 
     A sample is kept with the files read whole before a break (a member cut short is not among them); one
-    without an image is dropped by the decoder later, by name (stream.decode_image)."""
+    without an image gets a stand-in later, named as unreadable (stream.decode_image)."""
     samples, current, last, error = [], None, None, None
     try:
         for f in tar_file_iterator(io.BytesIO(data)):

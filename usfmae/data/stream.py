@@ -128,8 +128,8 @@ class _StreamEpoch:
             sample = next(stand_ins, None)
             if sample is None:
                 raise RuntimeError(f"no readable sample in the shuffle window of shards "
-                                   f"{', '.join(sq.window_shards(i))}: {len(errors)} undecodable here, the rest lost "
-                                   f"(see the shard faults)")
+                                   f"{', '.join(sq.window_shards(i))}: every sample is lost to a damaged shard or "
+                                   f"undecodable")
 
     def batches(self, transform: Callable, num_workers: int) -> Iterator[tuple[torch.Tensor, dict]]:
         seg, p, b = self.seg, self.plan, self.seg.micro_batch
