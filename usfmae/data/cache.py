@@ -62,7 +62,7 @@ class ShardCache:
     def _hit(self, path: Path, valid: Callable[[bytes], bool]) -> bytes | None:
         try:
             data = path.read_bytes()
-        except FileNotFoundError:
+        except OSError:  # not there (or not readable: a miss all the same)
             return None
         if not valid(data):
             return None

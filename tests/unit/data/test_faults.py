@@ -195,3 +195,11 @@ def test_cache_shared_by_concurrent_fetchers_downloads_once(tmp_path):
         t.join()
     assert len(calls) == 1 and all(o == [b"x" * 1000] for o in outs)
     assert not [p for p in (tmp_path / "c").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_cache_that_cannot_store_warns_and_serves_the_download(tmp_path):
+    cache = ShardCache(tmp_path / "c", 10**6)
+    cache.path("s3://b/shard.tar").mkdir(parents=True)  # in the copy's way: every write there fails
+    with pytest.warns(RuntimeWarning, match=r"shard cache .*: cannot store .*shard.tar .*reading from S3 instead"):
+        assert cache.get("s3://b/shard.tar", lambda: b"data", lambda d: True) == b"data"
+    assert [p.name for p in (tmp_path / "c").iterdir() if p.name.endswith(".tmp")] == []
