@@ -82,8 +82,8 @@ def with_retries(what: str, fn, attempts: int = 5, base_delay: float = 0.5, budg
             if is_permanent(e):
                 raise S3Error(f"{what}: {type(e).__name__}: {e}") from e
             if budget_s is not None and spent + delay >= budget_s:
-                raise S3Error(f"{what}: failed after {i + 1} attempts in {spent:.0f} s (retry budget {budget_s:g} s, "
-                              f"data.s3_retry_budget_s): {type(e).__name__}: {e}") from e
+                raise S3Error(f"{what}: failed after {i + 1} attempt(s) in {spent:.1f} s (retry budget "
+                              f"{budget_s:.3g} s, data.s3_retry_budget_s): {type(e).__name__}: {e}") from e
             if i == attempts - 1:
                 raise S3Error(f"{what}: failed after {attempts} attempts: {type(e).__name__}: {e}") from e
             time.sleep(delay)
