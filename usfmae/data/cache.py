@@ -36,9 +36,12 @@ def _touch(path: Path) -> None:
 
 
 class ShardCache:
+    """Copies of shards in `root` ($VARS and ~ expanded), at most `max_bytes` in all; `endpoint_url` is part of
+    each copy's name (the same URL on two endpoints is two objects)."""
+
     def __init__(self, root: str | Path, max_bytes: int, endpoint_url: str | None = None):
-        self.root, self.max_bytes, self.endpoint_url = Path(os.path.expandvars(str(root))).expanduser(), max_bytes, \
-            endpoint_url
+        self.root = Path(os.path.expandvars(str(root))).expanduser()
+        self.max_bytes, self.endpoint_url = max_bytes, endpoint_url
 
     def path(self, url: str) -> Path:
         digest = hashlib.sha256(f"{self.endpoint_url or ''}|{url}".encode()).hexdigest()[:16]
@@ -74,9 +77,14 @@ class ShardCache:
 
     @contextmanager
     def _lock(self, path: Path):
-        locks = self.root / LOCKS
-        locks.mkdir(parents=True, exist_ok=True)
-        with open(locks / path.name, "a") as f:
+        try:
+            (self.root / LOCKS).mkdir(parents=True, exist_ok=True)
+            f = open(self.root / LOCKS / path.name, "a")
+        except OSError as e:  # the folder is unusable: fetch without it (storing fails too, and warns)
+            warnings.warn(f"shard cache {self.root}: cannot lock {path.name} ({e})", RuntimeWarning, stacklevel=3)
+            yield
+            return
+        with f:
             fcntl.flock(f, fcntl.LOCK_EX)  # released on close, and by the kernel if this process dies
             yield
 

@@ -150,6 +150,12 @@ class Trainer:
                    f"epoch {p.epoch_samples} samples = {p.steps_per_epoch} steps of {p.global_batch} "
                    f"({p.micro_batch} x {p.grad_accum} accumulation x {self.world} ranks); {p.total_steps} steps, "
                    f"warmup {p.warmup_steps}, peak lr {p.peak_lr:.3g}")
+        if any(spec.startswith("s3://") for spec in cfg.data.shards):
+            d = cfg.data
+            cache = f"shard cache {d.shard_cache_dir} (at most {d.shard_cache_bytes.human_readable()})" \
+                if d.shard_cache_dir else "no shard cache (data.shard_cache_dir)"
+            self.print(f"S3 reads: retry budget {cfg.s3_retry_budget_s():g} s per window, request time-out "
+                       f"{d.s3_timeout_s:g} s; {cache}")
         if self.is_main:
             save_resolved(cfg, self.run_dir)
         self.logger.log({"event": "start", "params": n_params, "flops_per_image": self.fwd_flops,
