@@ -100,7 +100,7 @@ def salvage(shard: Shard, data: bytes) -> tuple[list[dict], dict | None]:
         return samples, None
     samples = samples[:shard.samples]  # a damaged name can split a sample in two
     reasons = [r for r in (problem, error and f"tar breaks off: {error}") if r] or ["the tar ends early"]
-    return samples, {"shard": shard.url, "key": last, "lost": shard.samples - len(samples),
+    return samples, {"shard": shard.url, "key": last or "(before the first)", "lost": shard.samples - len(samples),
                      "error": f"{'; '.join(reasons)} ({len(samples)} of {shard.samples} samples readable)"}
 
 
