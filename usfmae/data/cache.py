@@ -5,7 +5,8 @@ One file per shard, named by a hash of (endpoint, URL) and the shard's name. Saf
 worker of a node shares the folder:
 - a copy is written to a private temporary file and renamed into place, so a reader sees a whole file or none;
 - one process fetches a given shard at a time (an flock on that shard's lock file in `.locks/`); the others
-  wait for it and then read its copy, so a shard is downloaded once however many streams want it at once;
+  wait for it and then read its copy, so a shard is downloaded once however many streams want it at once
+  (a waiter whose own retry budget runs out first downloads the shard itself);
 - a copy is used only when it checks out against the manifest (size, SHA-256; `valid`), else it is fetched
   again: a truncated or damaged file is never trained on;
 - the folder is bounded: after each write, the least recently used copies (modification time, touched on each
@@ -26,6 +27,7 @@ from typing import Callable
 
 LOCKS = ".locks"
 TMP_SUFFIX = ".tmp"
+LOCK_POLL_S = 0.05  # how often a process waiting for another's download of a shard checks the lock
 
 
 def _touch(path: Path) -> None:
@@ -47,13 +49,17 @@ class ShardCache:
         digest = hashlib.sha256(f"{self.endpoint_url or ''}|{url}".encode()).hexdigest()[:16]
         return self.root / f"{digest}-{url.rsplit('/', 1)[-1]}"
 
-    def get(self, url: str, download: Callable[[], bytes], valid: Callable[[bytes], bool]) -> bytes:
-        """The shard's bytes: a valid local copy, else `download()` (stored when valid and small enough)."""
+    def get(self, url: str, download: Callable[[], bytes], valid: Callable[[bytes], bool],
+            deadline: float | None = None) -> bytes:
+        """The shard's bytes: a valid local copy, else `download()` (stored when valid and small enough).
+
+        Waiting for another process's download of the shard ends at `deadline` (time.monotonic; the caller's
+        retry budget): then this one downloads it too (the rename keeps either copy whole)."""
         path = self.path(url)
         data = self._hit(path, valid)
         if data is not None:
             return data
-        with self._lock(path):
+        with self._lock(path, deadline):
             data = self._hit(path, valid)  # fetched by another process while this one waited
             if data is not None:
                 return data
@@ -76,7 +82,7 @@ class ShardCache:
         return data
 
     @contextmanager
-    def _lock(self, path: Path):
+    def _lock(self, path: Path, deadline: float | None):
         try:
             (self.root / LOCKS).mkdir(parents=True, exist_ok=True)
             f = open(self.root / LOCKS / path.name, "a")
@@ -84,8 +90,15 @@ class ShardCache:
             warnings.warn(f"shard cache {self.root}: cannot lock {path.name} ({e})", RuntimeWarning, stacklevel=3)
             yield
             return
-        with f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # released on close, and by the kernel if this process dies
+        with f:  # the flock is released on close, and by the kernel if this process dies
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break  # the holder is slower than this reader's budget: fetch without waiting longer
+                    time.sleep(LOCK_POLL_S)
             yield
 
     def _store(self, path: Path, data: bytes) -> None:

@@ -56,7 +56,7 @@ def fetch_bytes(shard: Shard, how: ShardFetch, deadline: float | None = None) ->
 
     if how.cache is None:
         return download()
-    return how.cache.get(shard.url, download, lambda data: integrity_problem(shard, data) is None)
+    return how.cache.get(shard.url, download, lambda data: integrity_problem(shard, data) is None, deadline)
 
 
 def parse_samples(url: str, data: bytes) -> tuple[list[dict], str | None, str | None]:

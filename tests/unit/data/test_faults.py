@@ -1,8 +1,10 @@
 """Faults while streaming: damaged shards mid-epoch, S3 errors and stalls (moto's HTTP server behind a
 fault-injecting proxy), the per-window retry budget, and the node-local shard cache."""
 
+import fcntl
 import json
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -195,6 +197,10 @@ def test_cache_shared_by_concurrent_fetchers_downloads_once(tmp_path):
         t.join()
     assert len(calls) == 1 and all(o == [b"x" * 1000] for o in outs)
     assert not [p for p in (tmp_path / "c").iterdir() if p.name.endswith(".tmp")]
+    # a waiter whose budget runs out while another process holds the shard's lock downloads it itself
+    with open(tmp_path / "c" / ".locks" / cache.path("s3://b/other.tar").name, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert cache.get("s3://b/other.tar", lambda: b"y" * 10, lambda d: True, time.monotonic() + 0.2) == b"y" * 10
 
 
 def test_a_cache_that_cannot_store_warns_and_serves_the_download(tmp_path):
