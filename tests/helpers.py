@@ -21,6 +21,15 @@ def run(cmd, timeout=600, **kw) -> subprocess.CompletedProcess:
     return proc
 
 
+def cpu_ranks_run(precision: str):
+    """Mark for a test whose CPU ranks train in `precision`: skipped where DeepSpeed's accelerator lacks it
+    (fp16 needs native fp16 instructions), as the trainer would refuse it there."""
+    from usfmae.train.device import cpu_supports
+
+    return pytest.mark.skipif(not cpu_supports(precision), reason=f"DeepSpeed's accelerator reports "
+                              f"is_{precision}_supported() false on this CPU: CPU ranks cannot train in {precision}")
+
+
 def real_us_file(name: str) -> Path:
     """One real ultrasound file, or skip the test saying where it was looked for."""
     folder, where = real_us_folder(REPO)

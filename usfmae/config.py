@@ -174,7 +174,8 @@ class DeepSpeedSection(Section):
     gradient_clipping: float = Field(1.0, ge=0, description="Global gradient-norm clip (0 = off).")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description=(
         "auto = bf16 on GPUs that have it natively (compute capability >= 8.0), fp16 with dynamic loss scaling "
-        "on older ones, fp32 on CPU. bf16 with gradient accumulation accumulates gradients in fp32."))
+        "on older ones, fp32 on CPU (bf16/fp16 there only where DeepSpeed's CPU accelerator has them: fp16 needs "
+        "native fp16 instructions). bf16 with gradient accumulation accumulates gradients in fp32."))
     cpu_threads: int | None = Field(None, gt=0, description=(
         "Torch threads per rank on CPU ranks (device cpu). None = $OMP_NUM_THREADS when set, else the cores this "
         "rank may run on divided by the ranks on its node (2 ranks on 2 cores: 1 each): more threads than cores "

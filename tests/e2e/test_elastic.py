@@ -1,8 +1,10 @@
 """Cluster-scale pretraining on CPU ranks under the real deepspeed launcher: a run saved on 2 ranks resumes
-on 1 then 3 (AdamW state carried, every sample of an epoch once), every ZeRO stage ends with a complete fp32
-export, ranks that do not share the run directory stop, and --dry-run plans without training."""
+on 1 then 3 (AdamW state carried, every sample of an epoch once), every ZeRO stage skips non-finite steps on
+every rank, resumes and ends with a complete fp32 export, ranks that do not share the run directory stop, fp16
+where the CPU lacks it stops at start-up, and --dry-run plans without training."""
 
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -15,22 +17,24 @@ from usfmae.checkpoint import read_run_checkpoint
 from usfmae.model import create_model
 from usfmae.model.pos_embed import sincos_2d
 from usfmae.ports import free_port
+from usfmae.train.device import cpu_supports
 from usfmae.train.fullstate import FullState, digest
 
-from helpers import BIN, REPO, run
+from helpers import BIN, REPO, cpu_ranks_run, run
 from shardutil import make_shards
 
 SIZES = [40, 7, 23, 3, 31, 2]  # 106 samples, deliberately uneven
 
 
-def pretrain(ranks, shards, out, *sets, script="launch/pretrain.py", check=True):
+def pretrain(ranks, shards, out, *sets, script="launch/pretrain.py", check=True, env=None):
     cmd = [BIN / "deepspeed", "--num_gpus", str(ranks), "--master_port", str(free_port()), REPO / script, "--cpu",
            "--config", REPO / "configs/pretrain_tiny.yaml", "--shards", shards, "--output", out,
            "--set", "logging.every_steps=1", "--set", "logging.tensorboard=false", "--set", "logging.image_grid_every=0"]
     cmd += [x for s in sets for x in ("--set", s)]
+    env = {**os.environ, **(env or {})}
     if check:
-        return run(cmd, cwd=REPO)
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600, cwd=REPO)
+        return run(cmd, cwd=REPO, env=env)
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
 
 
 def records(run_dir):
@@ -88,33 +92,46 @@ def exact_sincos(state):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage,precision", [(0, "fp32"), (1, "bf16"), (2, "fp16")])
-def test_every_zero_stage_resumes_and_ends_with_a_complete_fp32_export(tmp_path, stage, precision):
-    """bf16 and fp16 run on CPU ranks too (DeepSpeed's CPU accelerator), so their paths are exercised here:
-    fp16 inputs in the parameter dtype with loss scaling (its state carried over a resume), bf16 with
-    accumulation in fp32 (stage 1: DeepSpeed's BF16_Optimizer)."""
+@pytest.mark.parametrize("stage,precision", [pytest.param(s, p, marks=cpu_ranks_run(p))
+                                             for s, p in [(0, "fp32"), (1, "bf16"), (2, "fp16")]])
+def test_every_zero_stage_skips_non_finite_steps_resumes_and_ends_with_a_complete_fp32_export(tmp_path, stage,
+                                                                                            precision):
+    """Rank 1's losses are NaN in steps 5-8 (its forward passes 9-16, 2 per step): those steps are skipped on
+    both ranks, the weights and AdamW state at step 8 are those of step 4. Skipping is DeepSpeed's at ZeRO 1
+    (bf16 with fp32 accumulation: its BF16_Optimizer) and 2 (fp16: its overflow check), ours at ZeRO 0
+    (found_inf); the count is read at step 8, the next sync point, four steps at once. The run stops there and
+    resumes (the engine holds what was saved, the skip count and fp16's loss scaler go on) to a complete fp32
+    export. bf16 and fp16 run here where DeepSpeed's CPU accelerator has them; elsewhere the fp16 logic is
+    covered in-process with the capability patched (tests/unit/train/test_engine_hotpath.py)."""
     shards = make_shards(tmp_path / "shards", [24, 24])
     out = tmp_path / "run"
     sets = [f"deepspeed.zero_stage={stage}", f"deepspeed.precision={precision}", "deepspeed.micro_batch_size=4",
-            "deepspeed.global_batch_size=16", "schedule.max_steps=3", "checkpoint.keep_last=5"]
-    pretrain(2, shards, out, *sets, "schedule.stop_at_step=2")
-    pretrain(2, shards, out, *sets)
+            "deepspeed.global_batch_size=16", "schedule.max_steps=10", "logging.every_steps=4",
+            "checkpoint.every_steps=4", "checkpoint.keep_last=5", "checkpoint.max_bad_steps=10"]
+    nan = {"NAN_AFTER": "8", "NAN_UNTIL": "16", "NAN_RANK": "1"}
+    first = pretrain(2, shards, out, *sets, "schedule.stop_at_step=8", script="tests/scripts/pretrain_nan.py", env=nan)
+    assert "steps 5-8: 4 skipped (non-finite loss), 4 in a row now" in first.stdout + first.stderr
+    pretrain(2, shards, out, *sets, script="tests/scripts/pretrain_nan.py", env=nan)  # its passes 1-4: finite
     recs = records(out)
     start = next(r for r in recs if r.get("event") == "start")
     assert start["precision"] == precision and start["grad_accum_steps"] == 2
+    digests = {s: checkpoint_digest(out / f"checkpoints/step{s:08d}") for s in (4, 8, 10)}
+    assert digests[8] == digests[4] and digests[10] != digests[8]
     resume = next(r for r in recs if r.get("event") == "resume")
-    assert resume["state_digest"] == checkpoint_digest(out / "checkpoints/step00000002")
+    assert resume["step"] == 8 and resume["state_digest"] == digests[8]
+    logged = {r["step"]: r for r in recs if "loss" in r}
+    assert [(s, logged[s]["skipped_steps"]) for s in sorted(logged)] == [(4, 0), (8, 4), (10, 4)]
+    # rank 1's NaN micro-batches are left out of the mean; rank 0's still count
+    assert all(isinstance(logged[s]["loss"], float) for s in (4, 8, 10))
     state = load_file(out / "model.safetensors")
     create_model("mae_vit_tiny_patch8").load_state_dict(state, strict=True)
     assert all(v.dtype == torch.float32 for v in state.values())
     assert exact_sincos(state)  # the fixed tables as built, not rounded through bf16/fp16
-    trained = [r for r in recs if "loss" in r]
-    assert [r["step"] for r in trained] == [1, 2, 3]
     if precision == "fp16":
-        assert all("loss_scale" in r for r in trained)
-        scaler = [read_run_checkpoint(out / f"checkpoints/step{s:08d}")[0]["loss_scaler"] for s in (2, 3)]
-        assert scaler[1]["cur_iter"] == scaler[0]["cur_iter"] + 1  # the loss scaler went on, not restarted
-    ref = read_run_checkpoint(out / "checkpoints/step00000003")[1]
+        assert all("loss_scale" in r for r in logged.values())
+        scaler = [read_run_checkpoint(out / f"checkpoints/step{s:08d}")[0]["loss_scaler"] for s in (8, 10)]
+        assert scaler[1]["cur_iter"] == scaler[0]["cur_iter"] + 2  # the loss scaler went on, not restarted
+    ref = read_run_checkpoint(out / "checkpoints/step00000010")[1]
     assert all(torch.equal(ref[k], state[k]) for k in state)  # the export is the last checkpoint's weights
 
 
@@ -130,6 +147,20 @@ def test_ranks_that_do_not_share_the_run_directory_stop(tmp_path):
     assert log.count("error: the run directory") == 2  # both ranks stop with the same message
     for rank in (0, 1):
         assert not (out / f"rank{rank}" / "metrics.jsonl").exists()  # nothing trained
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(cpu_supports("fp16"), reason="DeepSpeed's accelerator reports is_fp16_supported() true on this "
+                    "CPU: nothing to refuse (the refusal is tested with the capability patched in tests/unit/train)")
+def test_fp16_on_cpu_ranks_without_it_stops_at_start_up(tmp_path):
+    shards = make_shards(tmp_path / "shards", [24])
+    proc = pretrain(2, shards, tmp_path / "run", "deepspeed.precision=fp16", "deepspeed.micro_batch_size=4",
+                    check=False)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 2, log[-3000:]
+    assert log.count("error: deepspeed.precision=fp16 on CPU ranks") == 2  # each rank, before DeepSpeed's own check
+    assert "use --set deepspeed.precision=bf16" in log and "not supported on your device" not in log
+    assert not (tmp_path / "run").exists()
 
 
 def test_dry_run_prints_the_plan_without_training(tmp_path):

@@ -92,12 +92,13 @@ def train(cfg: PretrainConfig, local_rank: int) -> int:
     import deepspeed
     import torch.distributed as dist
 
-    from usfmae.train.device import DeviceError, release_shm_allreduce, select_device
+    from usfmae.train.device import DeviceError, release_shm_allreduce, resolve_precision, select_device
     from usfmae.train.engine import Trainer, TrainingStopped
     from usfmae.train.plan import make_plan
 
     try:
         device = select_device(cfg.deepspeed.device, local_rank)  # before anything touches a GPU
+        resolve_precision(cfg.deepspeed.precision, device)  # refused here, not inside deepspeed.initialize
         make_plan(cfg, int(os.environ.get("WORLD_SIZE", 1)))  # refuse a bad plan before the process group
     except (ConfigError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)

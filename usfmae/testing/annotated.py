@@ -29,7 +29,7 @@ many DICOM exports are. Every part draws from its own random stream.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -78,6 +78,15 @@ class AnnotatedSample:
     annotation_masks: dict[str, np.ndarray]  # kind -> pixels that kind changes (antialiased rims included)
     tissue_masks: dict[str, np.ndarray]  # kind -> bright tissue a cleaner must not mask
     geometry: str  # "fan" or "linear"
+    typed_words: list[tuple[str, tuple[int, int, int, int]]] = field(default_factory=list)  # text, (x0, y0, x1, y1)
+
+    def word_mask(self, text: str) -> np.ndarray:
+        """[H, W] uint8 0/255: the typed_text pixels of the words typed as `text` (e.g. a surname in NAMES)."""
+        inside = np.zeros(self.sector_mask.shape, np.uint8)
+        for typed, (x0, y0, x1, y1) in self.typed_words:
+            if text in typed.split():
+                inside[max(y0, 0):y1, max(x0, 0):x1] = 255
+        return inside & self.annotation_masks["typed_text"]
 
     @property
     def overlay_mask(self) -> np.ndarray:
@@ -136,6 +145,7 @@ class _Layers:
         self.shape = (h, w)
         self.kind = "header"
         self.layers: dict[tuple[str, tuple[int, int, int]], np.ndarray] = {}
+        self.words: list[tuple[str, tuple[int, int, int, int]]] = []  # typed text and its box, shadow included
 
     def __call__(self, colour: tuple[int, int, int]) -> np.ndarray:
         """The layer of the current kind in `colour` (drawn into with value 255)."""
@@ -241,6 +251,8 @@ def _draw_typed_text(rng: np.random.Generator, layers: _Layers, scan: _Scan, sty
             x, y, pad = int(round(org[0])), int(round(org[1])), style.px(3)
             cv2.rectangle(layers((24, 24, 24)), (x - pad, y - h - pad), (x + w + pad, y + base + pad), 255, -1)
         _put_text(layers, style, word, org, colour, font)
+        x, y, rim = int(round(org[0])), int(round(org[1])), style.thick + 2  # antialiasing and the shadow's offset
+        layers.words.append((word, (x - rim, y - h - rim, x + w + rim, y + base + rim)))
 
 
 def _draw_caliper_pairs(rng: np.random.Generator, layers: _Layers, scan: _Scan, style: _Style) -> None:
@@ -427,7 +439,7 @@ _DRAWERS = {  # kind -> (drawer, probability an image has it)
 
 
 def _draw_annotations(rng: np.random.Generator, clean: np.ndarray, scan: _Scan, color: bool
-                      ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                      ) -> tuple[np.ndarray, dict[str, np.ndarray], list[tuple[str, tuple[int, int, int, int]]]]:
     h, w = clean.shape[:2]
     layers = _Layers(h, w)
     style = _sample_style(rng, min(h, w), color)
@@ -437,7 +449,7 @@ def _draw_annotations(rng: np.random.Generator, clean: np.ndarray, scan: _Scan, 
         if rng.random() < probability:
             layers.kind = kind
             drawer(rng, layers, scan, style)
-    return layers.composite(clean)
+    return *layers.composite(clean), layers.words
 
 
 # ---------------------------------------------------------------- tissue that looks like annotation
@@ -567,7 +579,7 @@ def generate_annotated(
     render = _render_fan if geometry == "fan" else _render_linear
     gray, sector, scan, tissue_masks = render(anatomy, lesion_rng, speckle_rng, confound_rng, h, w)
     clean = np.repeat(gray[..., None], 3, axis=2)
-    image, masks = _draw_annotations(overlay_rng, clean, scan, color)
+    image, masks, words = _draw_annotations(overlay_rng, clean, scan, color)
     if jpeg_quality is not None:
         image, clean = _jpeg(image, jpeg_quality), _jpeg(clean, jpeg_quality)
-    return AnnotatedSample(image, clean, sector, masks, tissue_masks, geometry)
+    return AnnotatedSample(image, clean, sector, masks, tissue_masks, geometry, words)

@@ -3,6 +3,8 @@
 Each rank touches only its own GPU (cuda:LOCAL_RANK) and asks that GPU, not cuda:0, what it supports.
 bf16 is chosen only where it is native (compute capability >= 8.0: Ampere and later); `is_bf16_supported()`
 also counts emulation, which is slow, so it is not used. Older GPUs get fp16 with dynamic loss scaling.
+CPU ranks run what DeepSpeed's CPU accelerator supports on this CPU (cpu_supports): fp16 only where the CPU
+has native fp16 instructions (AVX512-FP16, AMX-FP16).
 """
 
 import os
@@ -71,11 +73,28 @@ def select_device(requested: str, local_rank: int) -> Device:
     return Device(torch.device("cuda", local_rank), "nccl", tuple(torch.cuda.get_device_capability(local_rank)))
 
 
+def cpu_supports(precision: str) -> bool:
+    """Whether DeepSpeed's accelerator runs `precision` on CPU ranks of this machine: the check
+    deepspeed.initialize applies (its CPU accelerator: bf16 always, fp16 only with oneDNN fp16 support,
+    i.e. native fp16 instructions). The one place the code and the tests ask."""
+    if precision == "fp32":
+        return True
+    from deepspeed.accelerator import get_accelerator
+
+    return bool(getattr(get_accelerator(), f"is_{precision}_supported")())
+
+
 def resolve_precision(requested: str, device: Device) -> str:
     """fp32 / bf16 / fp16 for `deepspeed.precision` on this device."""
     if device.type == "cpu":
         # CPU ranks run bf16 and fp16 too (DeepSpeed's CPU accelerator; slow), but only when asked for.
-        return "fp32" if requested == "auto" else requested
+        precision = "fp32" if requested == "auto" else requested
+        if not cpu_supports(precision):
+            instead = "bf16" if cpu_supports("bf16") else "fp32"
+            raise ConfigError(f"deepspeed.precision={precision} on CPU ranks, but DeepSpeed's accelerator reports "
+                              f"no {precision} on this CPU (is_{precision}_supported() is false: fp16 needs native "
+                              f"fp16 instructions, AVX512-FP16 or AMX-FP16): use --set deepspeed.precision={instead}")
+        return precision
     native_bf16 = device.capability is not None and device.capability >= BF16_MIN_CAPABILITY
     if requested == "auto":
         return "bf16" if native_bf16 else "fp16"

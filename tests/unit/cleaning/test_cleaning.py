@@ -12,7 +12,6 @@ from pydicom.data import get_testdata_file
 
 from usfmae.cleaning import CleaningConfig, TesseractNotInstalledError, clean_image, clean_images, reference, text
 from usfmae.cleaning.config import SectorConfig, StrokeConfig
-from usfmae.cleaning.evaluate import readable_words
 from usfmae.cleaning.sector import detect_sector
 
 HEIGHT, WIDTH = 360, 480
@@ -118,8 +117,7 @@ def test_reference_masks_caliper_box_and_text(smooth_scene):
     result = clean_image(smooth_scene["image"], CleaningConfig(mode="reference"))
     assert covered(result.mask, smooth_scene["caliper"]) > 0.9
     assert covered(result.mask, smooth_scene["box"]) > 0.9
-    assert covered(result.mask, smooth_scene["header"]) > 0.9
-    assert result.stats["ocr_words"] >= 2
+    assert covered(result.mask, smooth_scene["header"]) > 0.9 and result.stats["ocr_calls"] >= 1
     # Inpainting replaced the yellow caliper with gray tissue.
     caliper = result.image[smooth_scene["caliper"]].astype(int)
     assert np.abs(caliper - [255, 255, 0]).sum(axis=1).min() > 100
@@ -159,12 +157,24 @@ def test_batch_makes_one_tesseract_call(scene, monkeypatch):
     assert all(covered(r.mask, scene["label"]) > 0.9 for r in results[:2])
 
 
-def test_fast_cleans_real_dicom_until_ocr_reads_nothing():
+# Burned-in text of pydicom's real ultrasound scan (x0, y0, x1, y1), read off the image: the header's two
+# blocks, the time, the organ label and the power line outside the scan; the colour bar's "PWR" labels inside.
+JPEG2K_TEXT = {"header_left": (15, 22, 175, 105), "header_right": (495, 22, 625, 105), "time": (278, 38, 360, 56),
+               "label": (245, 358, 362, 378), "power": (395, 453, 622, 473)}
+JPEG2K_BAR_LABELS = ((6, 135, 44, 151), (6, 216, 44, 233), (596, 135, 632, 151), (596, 216, 632, 233))
+
+
+def test_fast_masks_every_burned_in_text_of_a_real_dicom():
+    """Judged on where the text is, not on what an OCR build reads (benchmarks/cleaning.py counts that)."""
     image = pydicom.dcmread(get_testdata_file("examples_jpeg2k.dcm")).pixel_array  # 480x640x3 RGB
-    assert len(readable_words(image)) >= 10
     result = clean_image(image, CleaningConfig(mode="fast"))
-    assert readable_words(result.image) == []
     assert result.image.shape == image.shape and result.image.dtype == np.uint8
+    for name, (x0, y0, x1, y1) in {**JPEG2K_TEXT, **dict(enumerate(JPEG2K_BAR_LABELS))}.items():
+        letters = image[y0:y1, x0:x1].max(axis=2) > 150
+        assert letters.sum() > 100, name
+        assert (result.mask[y0:y1, x0:x1][letters] > 0).mean() > 0.98, name
+        if name in JPEG2K_TEXT:  # outside the scan: blacked out
+            assert result.image[y0:y1, x0:x1].max() < 10, name
 
 
 # ------------------------------------------------------------------ switches and stats
@@ -199,8 +209,7 @@ def test_full_image_ocr_switch_in_fast_mode(scene):
     cfg = only("fast", "text")
     cfg = cfg.model_copy(update={"text": cfg.text.model_copy(update={"candidate_regions": False})})
     result = clean_image(scene["image"], cfg)
-    assert result.stats["ocr_calls"] == 1 and result.stats["ocr_words"] >= 1
-    assert covered(result.mask, scene["header"]) > 0.9
+    assert result.stats["ocr_calls"] == 1 and covered(result.mask, scene["header"]) > 0.9
 
 
 def test_stats_fields_are_sane(scene):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from usfmae.cleaning import CleaningConfig, clean_image
-from usfmae.cleaning.evaluate import AnnotationTally, identifying_words, readable_words
-from usfmae.testing.annotated import NAMES, generate_annotated
+from usfmae.cleaning.evaluate import AnnotationTally
+from usfmae.testing.annotated import generate_annotated
 
 SIZE = (360, 480)
 SEEDS = range(500, 508)
@@ -57,12 +57,22 @@ def test_fast_finds_more_in_the_scan_than_the_reference(cleaned, scores):
     assert scores["recall_in"] > tally.summary()["recall_in"] + 0.1
 
 
-def test_typed_name_is_unreadable_after_cleaning():
-    # A held-out 480x640 scan with a surname typed over the tissue that the independent OCR pass
-    # reads before cleaning (most typed words at this size and contrast over speckle it cannot).
-    sample = generate_annotated(501, size=(480, 640))
-    assert identifying_words(readable_words(sample.image), set(NAMES)) == ["KOWALSKI"]
-    assert identifying_words(readable_words(clean_image(sample.image).image), set(NAMES)) == []
+@pytest.mark.parametrize("seed,name", [(501, "KOWALSKI"), (505, "TANAKA")])
+def test_typed_name_is_masked_and_inpainted(seed, name):
+    """Held-out 480x640 scans with a surname typed over the tissue (white; green), judged on the generator's
+    pixel truth: every pixel of the name is masked and repainted from the tissue around it. What OCR still reads
+    depends on the tesseract build; benchmarks/cleaning.py counts that ("names_read")."""
+    sample = generate_annotated(seed, size=(480, 640))
+    assert any(name in typed.split() for typed, _ in sample.typed_words)
+    name_px = sample.word_mask(name) > 0
+    assert name_px.sum() > 200
+    result = clean_image(sample.image)
+    assert (result.mask[name_px] > 0).mean() > 0.98
+    assert (result.image[name_px] != sample.image[name_px]).any(axis=1).mean() > 0.98  # repainted, not kept
+    clean, typed, inpainted = (a[name_px].astype(np.float32).mean(axis=0) for a in (sample.clean, sample.image,
+                                                                                    result.image))
+    assert np.abs(typed - clean).max() > 40  # the name stands out from the tissue under it ...
+    assert np.abs(inpainted - clean).max() < 20  # ... and after cleaning no longer does
 
 
 def test_jpeg_compressed_scans_keep_precision():

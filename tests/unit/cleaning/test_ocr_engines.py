@@ -35,11 +35,12 @@ def iou(a: ocr.Word, b: ocr.Word) -> float:
 
 
 def test_engines_find_the_same_words_in_the_same_places(header):
-    """In-process Tesseract 5.5 and the 5.x binary may spell a digit differently, but box the same words."""
+    """The in-process Tesseract and the binary (their versions may differ) may spell a word differently, but box
+    the same words. Which words a build reads is not asserted: benchmarks/cleaning.py reports that."""
     confident = lambda words: [w for w in words if w.confidence >= 60 and sum(c.isalnum() for c in w.text) >= 3]  # noqa: E731
     api = confident(ocr.read_words(header, psm=11, engine="api"))
     cli = confident(ocr.read_words(header, psm=11, engine="cli"))
-    assert {"BAPTIST", "MED", "CTR"} <= {w.text for w in api}
+    assert len(api) >= 3  # the header holds ~20 words: an engine that reads none would make this vacuous
     for word in cli:
         assert max(iou(word, other) for other in api) > 0.7, word
     for word in api:

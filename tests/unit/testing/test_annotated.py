@@ -85,6 +85,20 @@ def test_names_are_typed_into_some_scans(samples):
     assert sum(s.annotation_masks["typed_text"].any() for s in samples) >= len(samples) // 2
 
 
+def test_typed_words_boxes_hold_every_typed_pixel(samples):
+    named = 0
+    for s in samples:
+        typed, boxes = s.annotation_masks["typed_text"] > 0, np.zeros(s.sector_mask.shape, bool)
+        for _, (x0, y0, x1, y1) in s.typed_words:
+            boxes[max(y0, 0):y1, max(x0, 0):x1] = True
+        assert not (typed & ~boxes).any()
+        for name in {w for text, _ in s.typed_words for w in text.split()} & set(NAMES):
+            named += 1
+            word = s.word_mask(name) > 0
+            assert word.any() and not (word & ~typed).any()
+    assert named >= 2
+
+
 def test_extra_echo_hook_adds_only_what_it_returns():
     # generate_ultrasound renders without the hook; a hook adding nothing renders the same image,
     # so the lesion generator's outputs are what they were before annotated scans existed.

@@ -14,7 +14,7 @@ from usfmae.ports import free_port
 from usfmae.train.device import cpu_threads
 from usfmae.train.health import StepHealth, skip_non_finite_steps
 
-from helpers import REPO
+from helpers import REPO, cpu_ranks_run
 from shardutil import damage, make_shards
 from syncutil import SyncRecorder
 
@@ -54,8 +54,9 @@ def records(t):
     return [json.loads(x) for x in (t.run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("precision,stage,wrapper", [("fp32", 2, "AdamW"), ("bf16", 2, "DeepSpeedZeroOptimizer"),
-                                                     ("bf16", 1, "BF16_Optimizer")])
+@pytest.mark.parametrize("precision,stage,wrapper", [
+    pytest.param(p, s, w, marks=cpu_ranks_run(p))
+    for p, s, w in [("fp32", 2, "AdamW"), ("bf16", 2, "DeepSpeedZeroOptimizer"), ("bf16", 1, "BF16_Optimizer")]])
 def test_steps_between_sync_points_make_no_host_sync_of_ours(tmp_path, process_group, precision, stage, wrapper):
     """Steps 2-5 and 7-9 are not sync points (logging every 6 steps, checkpoints every 100, 10 steps); step 1
     builds the normalisation constants on the device, once. One fp32 rank runs ZeRO stage 0 (nothing to
@@ -134,6 +135,48 @@ def test_a_damaged_shard_mid_run_is_warned_about_counted_and_the_run_goes_on(tmp
     err = capfd.readouterr().err
     assert "rank 0 WARNING: skipping damaged data in epoch 0: shard " in err
     assert "shard-000002.tar, sample shard002_000030: undecodable png" in err
+
+
+def test_fp16_scales_the_loss_skips_an_overflow_step_and_resumes_its_scaler(tmp_path, process_group, monkeypatch):
+    """fp16 under DeepSpeed's dynamic loss scaler on any CPU: DeepSpeed's fp16 capability is patched in (torch's
+    CPU fp16 kernels need no fp16 instructions; only DeepSpeed's check asks for them), so the fp16 logic stays
+    covered where the launcher-level fp16 cases skip. Step 3 overflows: it is skipped (weights and AdamW step as
+    at step 2) and the scaler records it; a resume at step 4 carries the scaler on."""
+    from deepspeed.accelerator import get_accelerator
+
+    from usfmae.checkpoint import read_run_checkpoint
+    from usfmae.model.mae import MaskedAutoencoderViT
+
+    monkeypatch.setattr(get_accelerator(), "is_fp16_supported", lambda: True)
+    calls, forward_loss = [], MaskedAutoencoderViT.forward_loss
+
+    def overflowing(self, imgs, pred, mask):
+        loss = forward_loss(self, imgs, pred, mask)
+        if self.training:
+            calls.append(1)
+            if len(calls) in (5, 6):  # step 3's two micro-batches
+                return loss * float("inf")
+        return loss
+
+    monkeypatch.setattr(MaskedAutoencoderViT, "forward_loss", overflowing)
+    sets = ["deepspeed.zero_stage=2", "deepspeed.precision=fp16", "deepspeed.grad_accum_steps=2",
+            "schedule.max_steps=5", "logging.every_steps=1", "checkpoint.every_steps=1", "checkpoint.keep_last=10"]
+    t = trainer(tmp_path, *sets, "schedule.stop_at_step=4")
+    assert type(t.engine.optimizer).__name__ == "DeepSpeedZeroOptimizer"
+    t.train()
+    trainer(tmp_path, *sets).train()
+    saved = {s: read_run_checkpoint(t.ckpt_dir / f"step{s:08d}") for s in range(2, 6)}
+    state, scaler = {s: saved[s][0] for s in saved}, {s: saved[s][0]["loss_scaler"] for s in saved}
+    assert [state[s]["adam_step"] for s in range(2, 6)] == [2, 2, 3, 4]  # step 3 skipped, the rest stepped
+    assert all(torch.equal(saved[3][1][k], saved[2][1][k]) for k in saved[2][1])
+    assert not all(torch.equal(saved[4][1][k], saved[3][1][k]) for k in saved[3][1])
+    assert scaler[3]["last_overflow_iter"] == scaler[2]["cur_iter"] and scaler[3]["cur_hysteresis"] == 1
+    # resumed at step 4: the scaler goes on from the checkpoint (a fresh one would have no overflow and hysteresis 2)
+    assert scaler[5]["cur_iter"] == scaler[4]["cur_iter"] + 1
+    assert scaler[5]["last_overflow_iter"] == scaler[3]["last_overflow_iter"] and scaler[5]["cur_hysteresis"] == 1
+    logged = [r for r in records(t) if "loss" in r]
+    assert [(r["step"], r["skipped_steps"]) for r in logged] == [(1, 0), (2, 0), (3, 1), (4, 1), (5, 1)]
+    assert all(r["loss_scale"] == scaler[2]["cur_scale"] for r in logged)  # hysteresis 2: one overflow keeps it
 
 
 def test_non_finite_losses_are_counted_on_the_device_and_settled_in_order():

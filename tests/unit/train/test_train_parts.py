@@ -163,6 +163,45 @@ def test_auto_precision_is_bf16_only_where_native(monkeypatch, capability, expec
             dev.resolve_precision("bf16", d)
 
 
+def cpu_accelerator(monkeypatch, fp16, bf16=True):
+    """DeepSpeed's accelerator reporting the given CPU capabilities (what deepspeed.initialize checks)."""
+    from deepspeed.accelerator import get_accelerator
+
+    monkeypatch.setattr(get_accelerator(), "is_fp16_supported", lambda: fp16)
+    monkeypatch.setattr(get_accelerator(), "is_bf16_supported", lambda: bf16)
+
+
+@pytest.mark.parametrize("fp16,bf16,instead", [(None, True, "bf16"), (False, False, "fp32")])
+def test_cpu_precision_the_accelerator_lacks_is_refused_naming_what_to_use(monkeypatch, fp16, bf16, instead):
+    cpu_accelerator(monkeypatch, fp16, bf16)  # None: what DeepSpeed 0.19.8's CPU accelerator returns without it
+    cpu = dev.select_device("cpu", 0)
+    with pytest.raises(ConfigError, match=rf"precision=fp16 .*is_fp16_supported\(\) is false.*use --set "
+                                          rf"deepspeed.precision={instead}$"):
+        dev.resolve_precision("fp16", cpu)
+    assert dev.resolve_precision("auto", cpu) == "fp32" and dev.resolve_precision("fp32", cpu) == "fp32"
+    cpu_accelerator(monkeypatch, fp16=True)
+    assert dev.resolve_precision("fp16", cpu) == "fp16" and dev.cpu_supports("fp16")
+
+
+def test_pretrain_refuses_fp16_without_it_before_deepspeed_starts(tmp_path, monkeypatch, capsys):
+    """The train() path and --dry-run stop with exit 2 and the advice, before any process group or engine."""
+    import deepspeed
+
+    from usfmae.commands import pretrain
+
+    cpu_accelerator(monkeypatch, fp16=None)
+    monkeypatch.setattr(deepspeed, "init_distributed", lambda *a, **k: pytest.fail("process group started"))
+    monkeypatch.setattr(deepspeed, "initialize", lambda *a, **k: pytest.fail("engine built"))
+    shards = make_shards(tmp_path / "shards", [24])
+    args = ["--cpu", "--config", "configs/pretrain_tiny.yaml", "--shards", str(shards), "--output",
+            str(tmp_path / "run"), "--set", "deepspeed.precision=fp16", "--set", "deepspeed.micro_batch_size=4"]
+    for extra in ([], ["--dry-run"]):
+        assert pretrain.main(args + extra) == 2
+        err = capsys.readouterr().err
+        assert "error: deepspeed.precision=fp16 on CPU ranks" in err and "deepspeed.precision=bf16" in err, extra
+    assert not (tmp_path / "run").exists()
+
+
 def test_fp16_config_uses_dynamic_loss_scaling_and_parameter_dtype_inputs():
     cfg = load_config(PretrainConfig, "configs/pretrain_tiny.yaml")
     ds = build_ds_config(cfg, 2, "fp16")
