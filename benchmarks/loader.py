@@ -77,7 +77,7 @@ from usfmae.data import stream, windows  # noqa: E402
 from usfmae.data.epoch import Segment  # noqa: E402
 from usfmae.data.sources import resolve  # noqa: E402
 from usfmae.data.stream import PretrainStream, StreamPlan, decode_image, stack_images, worker_init  # noqa: E402
-from usfmae.data.windows import read_shard  # noqa: E402
+from usfmae.data.fetch import fetch_bytes, read_shard  # noqa: E402
 from usfmae.data.transforms import (CROP_SCALE, ROTATION, FusedAugment, draw_params, normalize, fused_warp,  # noqa: E402
                                     normalize_batch, pretrain_transform, to_chw)
 
@@ -159,7 +159,7 @@ def check_fused_geometry(shards: list, size: int, draws: int = 16) -> dict:
     """Mean |fused - torchvision| in gray levels for the same parameters (torchvision's rotate, flips and
     antialiased resized_crop, bilinear), on blurred images so only the geometry counts; on raw speckle
     the two differ by resampling once vs twice (also reported)."""
-    samples = read_shard(shards[0].url)[:draws]
+    samples = read_shard(shards[0])[:draws]
     blurred, raw = [], []
     for i, sample in enumerate(samples):
         image = decode_image(sample)
@@ -254,10 +254,10 @@ def memory_check(make: Callable[[int], Iterable], epochs: int) -> dict:
 def stage_breakdown(shards: list, rgb_shards: list, root: Path, size: int, n: int = 256) -> dict:
     """CPU ms per image of each step of each path, timed separately on the same n images."""
     t0 = cpu_seconds()
-    samples = [s for shard in shards for s in read_shard(shard.url)][:n]
+    samples = [s for shard in shards for s in read_shard(shard)][:n]
     out = {"images": len(samples), "read_shard_tar": 1000 * (cpu_seconds() - t0) / len(samples),
            "library": library_stages(samples, size)}
-    rgb = [s for shard in rgb_shards for s in read_shard(shard.url)][:n]
+    rgb = [s for shard in rgb_shards for s in read_shard(shard)][:n]
     out["library_rgb_shards"] = library_stages(rgb, size)
     out["authors"] = authors_stages(root, size, n)
     for k, v in out.items():
@@ -284,11 +284,11 @@ def profile_library(make: Callable[[int], Iterable], top: int = 15) -> list[dict
 
 
 def simulated_store(mbps: float) -> Callable:
-    """read_shard as from an object store streaming `mbps` MB/s per GET (the sleep holds no CPU)."""
-    def read(url: str, *args, **kwargs) -> list[dict]:
-        time.sleep(os.path.getsize(url) / (mbps * 1e6))
-        return read_shard(url, *args, **kwargs)
-    return read
+    """fetch_bytes as from an object store streaming `mbps` MB/s per GET (the sleep holds no CPU)."""
+    def fetch(shard, *args, **kwargs) -> bytes:
+        time.sleep(os.path.getsize(shard.url) / (mbps * 1e6))
+        return fetch_bytes(shard, *args, **kwargs)
+    return fetch
 
 
 def waits(batches: Iterable, count: int, compute_s: float) -> list[float]:
@@ -321,7 +321,7 @@ def stall_runs(shards: list, args) -> tuple[dict[str, list[float]], int]:
                      per_epoch * args.stall_epochs, args.compute_ms / 1000)
 
     runs: dict[str, list[float]] = {"before": [], "after": []}
-    with mock.patch.object(windows, "read_shard", simulated_store(args.read_mbps)):
+    with mock.patch.object(windows, "fetch_bytes", simulated_store(args.read_mbps)):
         for r in range(args.stall_rounds):
             for name, run in (("before", before), ("after", after))[::1 if r % 2 == 0 else -1]:
                 runs[name] += run()

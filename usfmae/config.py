@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 
@@ -56,9 +56,24 @@ class DataConfig(Section):
     s3_endpoint_url: str | None = Field(None, description=(
         "Custom S3 endpoint (MinIO, Ceph, moto). None = AWS with the standard boto3 credential chain."))
     s3_retry_budget_s: float | None = Field(None, gt=0, description=(
-        "Seconds a loader may spend retrying one shard read from S3 before the run stops with an error naming "
-        "the shard. None = half of what deepspeed.timeout_minutes leaves after one attempt's limit. Must stay below the process-group timeout (with "
-        "one attempt's own time limit), or a rank stuck retrying would be killed by the timeout instead."))
+        "Seconds a loader may spend retrying the S3 reads of one shuffle window (all its shards together) before "
+        "the run stops with an error naming the shard, the endpoint and this budget. None = half of what "
+        "deepspeed.timeout_minutes leaves after one request's time-outs (2 x s3_timeout_s): a micro-batch can "
+        "wait for two windows of a source. With one request's time-outs it must stay below the process-group "
+        "timeout, or a rank stuck retrying would be killed by the timeout instead of stopping with that error."))
+    s3_timeout_s: float = Field(60.0, gt=0, description=(
+        "Connect and read time-out of one S3 request of the loader: a request that stalls longer is retried "
+        "(with backoff, within s3_retry_budget_s)."))
+    shard_cache_dir: str | None = Field(None, description=(
+        "Node-local folder keeping copies of shards streamed from S3 ($VARS expanded, e.g. '$TMPDIR/usfmae-shards' "
+        "or a local NVMe scratch), so later epochs and other windows, workers and ranks of the node read them "
+        "from disk instead of downloading them again. Shared safely by every rank and worker of a node; never a "
+        "shared filesystem. None = off (the default: /tmp is often small or in RAM on GPU nodes; choose a disk "
+        "and a size)."))
+    shard_cache_bytes: ByteSize = Field(ByteSize(50 * 2**30), gt=0, description=(
+        "Size bound of shard_cache_dir, bytes or with a unit ('200GiB'): least recently used shards are "
+        "deleted beyond it. At least the corpus (or the sources streamed from S3) for epochs after the first "
+        "to download nothing."))
 
     @field_validator("augment", mode="before")
     @classmethod
@@ -247,23 +262,25 @@ class PretrainConfig(Section):
         if self.data.weights is not None and len(self.data.weights) != len(self.data.shards):
             raise ValueError(f"data.weights has {len(self.data.weights)} entries but data.shards has "
                              f"{len(self.data.shards)}")
-        from .data.s3 import ATTEMPT_LIMIT_S
+        from .data.s3 import request_limit_s
 
         timeout_s = self.deepspeed.timeout_minutes * 60
-        budget = self.s3_retry_budget_s()
-        if any(s.startswith("s3://") for s in self.data.shards) and (budget <= 0 or budget + ATTEMPT_LIMIT_S >= timeout_s):
-            raise ValueError(f"data.s3_retry_budget_s={budget:g} s plus one S3 attempt's own limit ({ATTEMPT_LIMIT_S:g} s: "
-                             f"botocore's retries and time-outs) must stay below deepspeed.timeout_minutes="
+        budget, request = self.s3_retry_budget_s(), request_limit_s(self.data.s3_timeout_s)
+        if any(s.startswith("s3://") for s in self.data.shards) and (budget <= 0 or budget + request >= timeout_s):
+            raise ValueError(f"data.s3_retry_budget_s={budget:g} s plus one S3 request's time-outs ({request:g} s: "
+                             f"2 x data.s3_timeout_s) must stay below deepspeed.timeout_minutes="
                              f"{self.deepspeed.timeout_minutes:g} ({timeout_s:g} s): lower the budget or raise the timeout")
         return self
 
     def s3_retry_budget_s(self) -> float:
-        """Seconds one shard read may spend retrying: data.s3_retry_budget_s, default half of what the
-        process-group timeout leaves after one attempt's own limit."""
-        from .data.s3 import ATTEMPT_LIMIT_S
+        """Seconds the S3 reads of one shuffle window may spend retrying: data.s3_retry_budget_s, default half of
+        what the process-group timeout leaves after one request's time-outs (a micro-batch can wait for two
+        windows of a source)."""
+        from .data.s3 import request_limit_s
 
         budget = self.data.s3_retry_budget_s
-        return budget if budget is not None else (self.deepspeed.timeout_minutes * 60 - ATTEMPT_LIMIT_S) / 2
+        return budget if budget is not None else \
+            (self.deepspeed.timeout_minutes * 60 - request_limit_s(self.data.s3_timeout_s)) / 2
 
 
 # ---------------------------------------------------------------------------- loading

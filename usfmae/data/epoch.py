@@ -30,7 +30,7 @@ def rng(*parts: int) -> np.random.Generator:
 
     Every use puts a tag among its parts so no two uses share draws: 1 shard order of a cycle and 2 sample
     order of a shuffle window (windows.py), 3 source interleaving (here), 4 per-sample augmentation
-    (stream.py), 5 per-micro-step masking (train/engine.py)."""
+    (stream.py), 5 per-micro-step masking (train/engine.py), 6 stand-ins for lost samples (windows.py)."""
     return np.random.default_rng([int(p) & 0xFFFFFFFF for p in parts])
 
 

@@ -28,6 +28,8 @@ from . import s3
 class Shard:
     url: str  # local path or s3:// URL
     samples: int
+    bytes: int | None = None  # size and checksum from the manifest, when it lists them (fetch.integrity_problem)
+    sha256: str | None = None
 
 
 def _is_s3(spec: str) -> bool:
@@ -50,7 +52,8 @@ def _join(base: str, name: str) -> str:
 
 def _from_manifest(url: str, endpoint_url: str | None) -> list[Shard]:
     base = url.rsplit("/", 1)[0] if _is_s3(url) else str(Path(url).parent)
-    shards = [Shard(_join(base, s.name), s.samples) for s in read_manifest(url, endpoint_url).shards]
+    shards = [Shard(_join(base, s.name), s.samples, s.bytes, s.sha256)
+              for s in read_manifest(url, endpoint_url).shards]
     missing = [s.url for s in shards if not _is_s3(s.url) and not Path(s.url).is_file()]
     if missing:
         raise ValueError(f"{url} lists {len(missing)} shard(s) that are not there, e.g. {missing[:3]}: "

@@ -12,6 +12,14 @@ Every choice is a function of (seed, epoch, position): the sample, and its augme
 position). A stream range that starts or ends inside a window reads that window whole and yields only its
 own samples, so when streams outnumber shards, streams share a shard's download but never a sample.
 
+Damaged data never changes how many samples a stream yields, so every rank still makes the same number of
+micro-batches and the ranks' collectives stay in step: a position whose sample a damaged shard lost, or
+whose image does not decode, takes the first decodable stand-in from the same window (SourceSequence.redraws:
+seeded per position, so a resumed stream makes the same choice; the stand-in thus appears twice in the
+epoch). The batch's info names what happened (data_errors: the shard, the sample key, the error; skipped:
+the positions filled so) and the Trainer warns and counts them. A window with no decodable sample stops the
+stream with an error naming its shards.
+
 The Trainer's stream does not end with its epoch: it goes on with the next epochs (each laid out afresh
 with the same ranks, workers and batch), so one DataLoader and its worker processes serve the whole run.
 
@@ -29,6 +37,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ..io.intensity import to_rgb
 from .epoch import Segment, epoch_order, seed_of, take, total
+from .fetch import ShardFetch
 from .sources import Shard
 from .windows import SourceSequence, WindowReader
 
@@ -42,6 +51,14 @@ class StreamPlan:
     shuffle_buffer: int = 0  # samples: shards are shuffled together in windows holding at least this many
 
 
+class UnreadableSample(RuntimeError):
+    """A sample without a decodable image; the message names it and its shard, `reason` says what is wrong."""
+
+    def __init__(self, sample: dict, reason: str):
+        super().__init__(f"sample {sample.get('__key__')} in {sample.get('__url__')}: {reason}")
+        self.reason = reason
+
+
 def decode_image(sample: dict) -> np.ndarray:
     """PNG/JPEG bytes -> uint8 [H, W] (stored gray) or [H, W, 3] RGB, with OpenCV."""
     for ext in ("png", "jpg", "jpeg"):
@@ -49,12 +66,11 @@ def decode_image(sample: dict) -> np.ndarray:
             buf = np.frombuffer(sample[ext], np.uint8)
             img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)  # gray stays 1 channel
             if img is None:
-                raise RuntimeError(f"sample {sample.get('__key__')} in {sample.get('__url__')}: "
-                                   f"undecodable {ext}")
+                raise UnreadableSample(sample, f"undecodable {ext}")
             if img.dtype != np.uint8 or img.ndim == 3 and img.shape[2] != 3:
                 return to_rgb(img, bgr=True)  # 16-bit or alpha (not the builder's): the readers' rule
             return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    raise RuntimeError(f"sample {sample.get('__key__')} in {sample.get('__url__')} has no image")
+    raise UnreadableSample(sample, "no image")
 
 
 def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
@@ -97,23 +113,46 @@ class _StreamEpoch:
         for k, planned in enumerate(windows):
             reader.plan(k, planned)
 
+    def decoded(self, k: int, i: int, errors: list[dict]) -> tuple[np.ndarray, str, bool]:
+        """(image, key, whether a stand-in replaced it) of sample i of source k; unreadable samples are appended
+        to `errors` as {shard, key, error}."""
+        sq = self.sequences[k]
+        sample, stand_ins = sq[i], None
+        while True:
+            if sample is not None:
+                try:
+                    return decode_image(sample), sample["__key__"], stand_ins is not None
+                except UnreadableSample as e:
+                    errors.append({"shard": sample["__url__"], "key": sample["__key__"], "error": e.reason})
+            stand_ins = stand_ins or sq.redraws(i)
+            sample = next(stand_ins, None)
+            if sample is None:
+                raise RuntimeError(f"no readable sample in the shuffle window of shards "
+                                   f"{', '.join(sq.window_shards(i))}: every sample is lost to a damaged shard or "
+                                   f"undecodable")
+
     def batches(self, transform: Callable, num_workers: int) -> Iterator[tuple[torch.Tensor, dict]]:
         seg, p, b = self.seg, self.plan, self.seg.micro_batch
-        batch_no, images, keys, opened = self.done, [], [], [0] * len(self.sequences)
+        batch_no, images, keys, skipped, errors = self.done, [], [], 0, []
+        opened, faulted = [0] * len(self.sequences), [0] * len(self.sequences)
         for a, z in self.todo:
             for pos, k, i in self.order.walk(a, z):
-                sample = self.sequences[k][i]
+                image, key, stand_in = self.decoded(k, i, errors)
                 # the CPU generator only: torch.manual_seed would also seed CUDA, XPU and MTIA lazily, recording a
                 # stack trace for each on every call in a process that never uses them (~1 ms per image)
                 torch.default_generator.manual_seed(position_seed(p.seed, seg.epoch, pos))
-                images.append(transform(decode_image(sample)))
-                keys.append(sample["__key__"])
+                images.append(transform(image))
+                keys.append(key)
+                skipped += stand_in
                 if len(images) == b:
                     new = [u for sq, n in zip(self.sequences, opened) for u in sq.shards_opened[n:]]
+                    errors = [f for sq, n in zip(self.sequences, faulted) for f in sq.faults[n:]] + errors
                     opened = [len(sq.shards_opened) for sq in self.sequences]
+                    faulted = [len(sq.faults) for sq in self.sequences]
                     yield stack_images(images), {"keys": keys, "epoch": seg.epoch, "worker": self.stream,
-                                                 "micro": self.stream + batch_no * num_workers, "new_shards": new}
-                    batch_no, images, keys = batch_no + 1, [], []
+                                                 "micro": self.stream + batch_no * num_workers, "new_shards": new,
+                                                 "skipped": skipped, "data_errors": errors}
+                    batch_no, images, keys, skipped, errors = batch_no + 1, [], [], 0, []
 
 
 class PretrainStream(IterableDataset):
@@ -123,15 +162,16 @@ class PretrainStream(IterableDataset):
 
     `transform` maps a decoded uint8 array to a uint8 [C, S, S] tensor (transforms.pretrain_transform).
     info: keys (sample keys), epoch, micro (the micro-batch's index in its epoch's segment), worker (the
-    stream that made it), new_shards. `read_ahead`: read each source's next window in the background.
+    stream that made it), new_shards, skipped (positions filled by a stand-in), data_errors (damaged shards and
+    unreadable samples met since the last batch). `fetch`: S3 endpoint, retry budget per window, request
+    time-out, node-local cache. `read_ahead`: read each source's next window in the background.
     """
 
     def __init__(self, plan: StreamPlan, segment: Segment, transform: Callable, rank: int = 0,
-                 start_micro: int = 0, endpoint_url: str | None = None, s3_budget_s: float | None = None,
-                 accum: int | None = None, read_ahead: bool = True):
+                 start_micro: int = 0, fetch: ShardFetch | None = None, accum: int | None = None,
+                 read_ahead: bool = True):
         self.plan, self.segment, self.transform, self.rank = plan, segment, transform, rank
-        self.start_micro, self.endpoint_url, self.s3_budget_s = start_micro, endpoint_url, s3_budget_s
-        self.accum, self.read_ahead = accum, read_ahead
+        self.start_micro, self.fetch, self.accum, self.read_ahead = start_micro, fetch, accum, read_ahead
         # This process starts the DataLoader workers, by fork. OpenCV's thread pool does not survive a fork (a
         # worker setting its OpenCV threads waits forever on the pool's dead threads), so give it up here: the
         # process that trains decodes nothing, its workers do, each with one OpenCV thread (worker_init).
@@ -148,7 +188,7 @@ class PretrainStream(IterableDataset):
         seg, start = self.segment, self.start_micro
         if workers != seg.workers:
             raise ValueError(f"the segment was laid out for {seg.workers} loader workers, the DataLoader has {workers}")
-        reader = WindowReader(self.endpoint_url, self.s3_budget_s, self.read_ahead)
+        reader = WindowReader(self.fetch, self.read_ahead)
         # DataLoader deals batches round-robin from loader worker 0 on, and micro-batch m of a segment belongs to
         # stream m % workers: after `dealt` batches of earlier segments, starting this one at `start`, loader
         # worker w plays stream (w + start - dealt) % workers.

@@ -6,39 +6,55 @@ in a seeded permutation (SourceSequence). A stream needs its windows whole, one 
 WindowReader, told in advance which windows each source will need (across epochs too), reads the next one
 in a background thread while the current one is consumed, so neither a new window nor a new epoch waits
 for a shard download.
+
+A window has one slot per sample the manifest lists, whatever its shards turn out to hold: a damaged shard
+(fetch.salvage) leaves its missing samples' slots empty (None), so the window's length, its permutation and
+every later position stay what they were planned to be; the stream fills an empty slot with a re-draw from
+the same window (SourceSequence.redraws). S3 reads of a window share one retry budget (ShardFetch.budget_s),
+so however many shards a window holds, a rank waits for it at most that budget plus one request's time-out.
 """
 
 import bisect
-import io
-import tarfile
 import threading
+import time
 from collections import deque
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
 
 import numpy as np
-from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from . import s3
 from .epoch import rng
+from .fetch import ShardFetch, fetch_bytes, salvage
 from .sources import Shard
 
 WindowKey = tuple[int, int, int, int]  # (epoch, source, cycle, window)
 
 
-def read_shard(url: str, endpoint_url: str | None = None, s3_budget_s: float | None = None) -> list[dict]:
-    """All samples of a tar shard as dicts of raw bytes (keys: __key__, png, json, ...).
+@dataclass
+class Window:
+    samples: list[dict | None]  # one slot per manifest sample, in shard order; None: lost to a damaged shard
+    faults: list[dict] = field(default_factory=list)  # fetch.salvage's records of the damaged shards
 
-    S3 reads retry until `s3_budget_s` is spent (then the error names the shard), never past it."""
-    try:
-        if url.startswith("s3://"):
-            data = s3.read_bytes(url, endpoint_url, attempts=1000 if s3_budget_s else 5, budget_s=s3_budget_s)
-        else:
-            with open(url, "rb") as f:
-                data = f.read()
-        files = ({**f, "__url__": url} for f in tar_file_iterator(io.BytesIO(data)))
-        return list(group_by_keys(files))
-    except (OSError, tarfile.TarError, ValueError, s3.S3Error) as e:
-        raise RuntimeError(f"cannot read shard {url}: {e}") from e
+
+def read_window(shards: list[Shard], how: ShardFetch) -> Window:
+    """A window's samples, its S3 reads retrying within one budget for the whole window (how.budget_s)."""
+    deadline = None if how.budget_s is None else time.monotonic() + how.budget_s
+    window = Window([])
+    for i, shard in enumerate(shards):
+        try:
+            data = fetch_bytes(shard, how, deadline)
+        except s3.S3Error as e:
+            rest = ", ".join(s.url for s in shards[i + 1:]) or "none"
+            raise RuntimeError(f"cannot read shard {shard.url} ({how.describe()}; shards of the window not read "
+                               f"yet: {rest}): {e}") from e
+        except OSError as e:
+            raise RuntimeError(f"cannot read shard {shard.url}: {e}") from e
+        samples, fault = salvage(shard, data)
+        window.samples += samples + [None] * (shard.samples - len(samples))
+        if fault is not None:
+            window.faults.append(fault)
+    return window
 
 
 def shuffle_windows(shards: Sequence[Shard], buffer: int) -> list[list[int]]:
@@ -73,7 +89,7 @@ class _Read(threading.Thread):
         except BaseException as e:  # noqa: BLE001 - re-raised in the consumer by result()
             self.error = e
 
-    def result(self) -> list[dict]:
+    def result(self) -> Window:
         self.join()
         if self.error is not None:
             raise self.error
@@ -84,36 +100,29 @@ class WindowReader:
     """Reads the shuffle windows of one stream; with `read_ahead`, the next planned window of each source is
     read in the background (at most one per source besides the one being consumed)."""
 
-    def __init__(self, endpoint_url: str | None = None, s3_budget_s: float | None = None, read_ahead: bool = False):
-        self.endpoint_url, self.s3_budget_s, self.read_ahead = endpoint_url, s3_budget_s, read_ahead
+    def __init__(self, fetch: ShardFetch | None = None, read_ahead: bool = False):
+        self.fetch, self.read_ahead = fetch or ShardFetch(), read_ahead
         self.planned: dict[int, deque] = {}  # source -> [(key, shards)] in the order the stream takes them
         self.pending: dict[WindowKey, _Read] = {}
 
-    def read(self, shards: list[Shard]) -> list[dict]:
-        samples = []
-        for shard in shards:
-            samples += read_shard(shard.url, self.endpoint_url, self.s3_budget_s)
-        expected = sum(s.samples for s in shards)
-        if len(samples) != expected:
-            raise RuntimeError(f"shards {', '.join(s.url for s in shards)} hold {len(samples)} samples, their "
-                               f"manifest says {expected}: rebuild the manifest")
-        return samples
+    def read(self, shards: list[Shard]) -> Window:
+        return read_window(shards, self.fetch)
 
     def plan(self, source: int, windows: list[tuple[WindowKey, list[Shard]]]) -> None:
         """Append windows `source` will be taken in, in order (called an epoch ahead of their use)."""
         if self.read_ahead and any(s.url.startswith("s3://") for _, w in windows for s in w):
-            s3.s3_client(self.endpoint_url)  # created here, once: boto3's client creation is not thread-safe
+            s3.s3_client(self.fetch.endpoint_url, self.fetch.timeout_s)  # here, once: creation is not thread-safe
         self.planned.setdefault(source, deque()).extend(windows)
         self._ahead(source)
 
-    def take(self, key: WindowKey, shards: list[Shard]) -> list[dict]:
+    def take(self, key: WindowKey, shards: list[Shard]) -> Window:
         queue = self.planned.get(key[1])
         if queue and queue[0][0] == key:
             queue.popleft()
         read = self.pending.pop(key, None)  # None: not planned (or no read-ahead): read it here
-        samples = read.result() if read is not None else self.read(shards)
+        window = read.result() if read is not None else self.read(shards)
         self._ahead(key[1])
-        return samples
+        return window
 
     def _ahead(self, source: int) -> None:
         queue = self.planned.get(source)
@@ -138,6 +147,7 @@ class SourceSequence:
             raise RuntimeError(f"shards of source {source} hold no samples: " + ", ".join(s.url for s in shards[:3]))
         self._cycle = self._loaded = None
         self.shards_opened: list[str] = []
+        self.faults: list[dict] = []  # of the damaged shards among those opened
 
     def _windows(self, cycle: int) -> tuple[list[list[Shard]], list[int]]:
         """The cycle's windows (lists of shards) and the index at which each starts."""
@@ -164,16 +174,36 @@ class SourceSequence:
             i += (starts[w + 1] if w + 1 < len(starts) else self.size) - offset
         return out
 
-    def __getitem__(self, i: int) -> dict:
-        """Sample i of the sequence; sequential access reads each window once."""
+    def _load(self, i: int) -> tuple[list, np.ndarray, int]:
+        """(the slots of i's window, their permutation, i's place in it); sequential access reads each window
+        once."""
         cycle, w, offset = self._locate(i)
         windows, starts = self._windows(cycle)
         if self._loaded is None or self._loaded[0] != (cycle, w):
             self._loaded = None  # free the previous window before taking the next
-            samples = self.reader.take((self.epoch, self.source, cycle, w), windows[w])
+            window = self.reader.take((self.epoch, self.source, cycle, w), windows[w])
             self.shards_opened += [shard.url for shard in windows[w]]
+            self.faults += window.faults
             # tag 2, then the window: (..., cycle, w) alone would give window 1 the shard order's draws (tag 1)
-            perm = rng(self.seed, self.epoch, self.source, cycle, 2, w).permutation(len(samples))
-            self._loaded = ((cycle, w), samples, perm)
+            perm = rng(self.seed, self.epoch, self.source, cycle, 2, w).permutation(len(window.samples))
+            self._loaded = ((cycle, w), window.samples, perm)
         _, samples, perm = self._loaded
-        return samples[perm[offset - starts[w]]]
+        return samples, perm, offset - starts[w]
+
+    def __getitem__(self, i: int) -> dict | None:
+        """Sample i of the sequence; None when a damaged shard lost it."""
+        samples, perm, place = self._load(i)
+        return samples[perm[place]]
+
+    def window_shards(self, i: int) -> list[str]:
+        cycle, w, _ = self._locate(i)
+        return [shard.url for shard in self._windows(cycle)[0][w]]
+
+    def redraws(self, i: int) -> Iterator[dict]:
+        """Stand-ins for sample i when it is lost or unreadable: the other samples of its window present, in an
+        order seeded by i's place in the window (tag 6), so the same position always gets the same stand-in."""
+        samples, perm, place = self._load(i)
+        cycle, w, _ = self._locate(i)
+        for j in rng(self.seed, self.epoch, self.source, cycle, 6, w, place).permutation(len(samples)):
+            if j != perm[place] and samples[j] is not None:
+                yield samples[j]

@@ -14,6 +14,7 @@ stream goes on from epoch to epoch.
 
 import json
 import math
+import sys
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -26,7 +27,9 @@ from torch.utils.data import DataLoader
 
 from ..checkpoint import load_into, run_checkpoint_dir, save_safetensors
 from ..config import ConfigError, PretrainConfig, save_resolved
+from ..data.cache import ShardCache
 from ..data.epoch import Segment, seed_of
+from ..data.fetch import ShardFetch
 from ..data.stream import PretrainStream, StreamPlan, worker_init
 from ..data.transforms import normalize_batch, pretrain_transform
 from ..model import create_model
@@ -94,6 +97,7 @@ class Trainer:
         self.step = self.skipped_total = self.micro_done = 0  # skipped_total: as of the last checkpoint loaded
         self.segment = self._fresh_segment(0)
         self.last_full: FullState | None = None
+        self.data_faults, self.data_faults_seen = [], set()  # since the last record; warned about
         if cfg.logging.knn_every:
             _check_knn_data(cfg.logging.knn_data)
 
@@ -146,6 +150,12 @@ class Trainer:
                    f"epoch {p.epoch_samples} samples = {p.steps_per_epoch} steps of {p.global_batch} "
                    f"({p.micro_batch} x {p.grad_accum} accumulation x {self.world} ranks); {p.total_steps} steps, "
                    f"warmup {p.warmup_steps}, peak lr {p.peak_lr:.3g}")
+        if any(spec.startswith("s3://") for spec in cfg.data.shards):
+            d = cfg.data
+            cache = f"shard cache {d.shard_cache_dir} (at most {d.shard_cache_bytes.human_readable()})" \
+                if d.shard_cache_dir else "no shard cache (data.shard_cache_dir)"
+            self.print(f"S3 reads: retry budget {cfg.s3_retry_budget_s():g} s per window, request time-out "
+                       f"{d.s3_timeout_s:g} s; {cache}")
         if self.is_main:
             save_resolved(cfg, self.run_dir)
         self.logger.log({"event": "start", "params": n_params, "flops_per_image": self.fwd_flops,
@@ -154,6 +164,8 @@ class Trainer:
                          **p.summary()})
         self._maybe_resume()
         self.health = StepHealth(self.device, cfg.checkpoint.max_bad_steps, self.step, self.skipped_total)
+        # positions filled by stand-ins, faults met: on the device, summed over ranks in the settle's all-reduce
+        self.data_counts = torch.zeros(2, dtype=torch.float64, device=self.device)
         self.window = ThroughputWindow(self.device)
 
     def _new_model(self) -> torch.nn.Module:
@@ -187,10 +199,11 @@ class Trainer:
     def micro_batches(self) -> Iterator[tuple[torch.Tensor, dict]]:
         """(uint8 images, info) from the current data position on, epoch after epoch, from one DataLoader whose
         workers live for the whole run; self.segment follows the stream into each new epoch."""
-        cfg = self.cfg
+        cfg, d = self.cfg, self.cfg.data
+        cache = ShardCache(d.shard_cache_dir, int(d.shard_cache_bytes), d.s3_endpoint_url) if d.shard_cache_dir else None
+        fetch = ShardFetch(d.s3_endpoint_url, cfg.s3_retry_budget_s(), d.s3_timeout_s, cache)
         stream = PretrainStream(self.splan, self.segment, pretrain_transform(self._image_size(), cfg.data.augment),
-                                self.rank, self.micro_done, cfg.data.s3_endpoint_url, cfg.s3_retry_budget_s(),
-                                accum=self.plan.grad_accum)
+                                self.rank, self.micro_done, fetch, accum=self.plan.grad_accum)
         workers = cfg.data.num_workers
         loader = DataLoader(stream, batch_size=None, num_workers=workers, worker_init_fn=worker_init,
                             prefetch_factor=2 if workers else None, pin_memory=self.device_type == "cuda")
@@ -202,7 +215,37 @@ class Trainer:
                 raise RuntimeError(f"data loader delivered micro-batch {info['micro']} of epoch {info['epoch']}, "
                                    f"expected {expected}")
             expected += 1
+            self._note_data_faults(info)
             yield imgs, info
+
+    def _note_data_faults(self, info: dict) -> None:
+        """Warn (on this rank, once per epoch and fault) about damaged shards and unreadable samples, and count
+        them for the next record."""
+        if info["skipped"]:  # a scalar added on the device: no host-to-device copy
+            self.data_counts[0] += info["skipped"]
+        for fault in info["data_errors"]:
+            seen = (info["epoch"], fault["shard"], fault["key"], fault["error"])
+            if seen in self.data_faults_seen:  # every stream that opens a damaged shard reports it
+                continue
+            self.data_faults_seen.add(seen)
+            self.data_faults.append({**fault, "rank": self.rank, "epoch": info["epoch"]})
+            self.data_counts[1] += 1
+            lost = f"; {fault['lost']} sample(s) missing" if fault.get("lost") else ""
+            print(f"[usfmae] rank {self.rank} WARNING: skipping damaged data in epoch {info['epoch']}: shard "
+                  f"{fault['shard']}, sample {fault['key']}: {fault['error']}{lost}; their positions take other "
+                  f"samples of the same shuffle window", file=sys.stderr, flush=True)
+
+    def _log_data_faults(self, skipped: int, faults: int) -> None:
+        """Collective when any rank met a fault since the last record (every rank knows it from settle): rank 0
+        logs one data_error event with every rank's faults."""
+        if faults:
+            gathered = [None] * self.world
+            dist.all_gather_object(gathered, self.data_faults)
+            if self.is_main:
+                self.logger.log({"event": "data_error", "step": self.step, "skipped_samples": skipped,
+                                 "faults": [f for rank in gathered for f in rank]})
+        self.data_faults = []
+        self.data_counts.zero_()
 
     def _log_data(self, info: dict) -> None:
         record = {"step": self.step, "epoch": self.segment.epoch, "micro": info["micro"], "worker": info["worker"],
@@ -257,7 +300,9 @@ class Trainer:
 
     def _log_step(self, lr: float) -> None:
         """Collective: settle the losses and skipped steps since the last record, stop or log."""
-        settled = self.health.settle(self.step)
+        settled = self.health.settle(self.step, self.data_counts)
+        skipped_samples, faults = settled.counts
+        self._log_data_faults(skipped_samples, faults)
         if settled.skipped:
             self.print(f"steps {settled.first_step}-{self.step}: {settled.skipped} skipped (non-finite loss), "
                        f"{settled.bad_in_row} in a row now")
@@ -270,7 +315,8 @@ class Trainer:
         grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
         record = {"step": self.step, "epoch": self.segment.epoch, "loss": settled.loss, "lr": lr,
                   "grad_norm": grad_norm if math.isfinite(grad_norm) else None, **timing,
-                  "samples_seen": self.step * p.global_batch, "skipped_steps": self.health.skipped_total}
+                  "samples_seen": self.step * p.global_batch, "skipped_steps": self.health.skipped_total,
+                  "data/skipped_samples": skipped_samples}
         if (u := mfu(self.fwd_flops, timing["images_per_s"], self.world, self.precision)) is not None:
             record["mfu"] = u
         if self.precision == "fp16":

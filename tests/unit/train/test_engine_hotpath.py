@@ -15,7 +15,7 @@ from usfmae.train.device import cpu_threads
 from usfmae.train.health import StepHealth, skip_non_finite_steps
 
 from helpers import REPO, cpu_ranks_run
-from shardutil import make_shards
+from shardutil import damage, make_shards
 from syncutil import SyncRecorder
 
 OURS = os.path.dirname(usfmae.__file__) + os.sep  # calls asked for by the usfmae package (not DeepSpeed's)
@@ -37,10 +37,10 @@ def process_group():
         os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
-def trainer(tmp_path, *sets):
+def trainer(tmp_path, *sets, shards=None):
     from usfmae.train.engine import Trainer
 
-    shards = make_shards(tmp_path / "shards", [24, 24])
+    shards = shards or make_shards(tmp_path / "shards", [24, 24])
     cfg = load_config(PretrainConfig, REPO / "configs/pretrain_tiny.yaml",
                       [f"data.shards=[{shards}]", f"output_dir={tmp_path / 'run'}", "deepspeed.device=cpu",
                        "deepspeed.micro_batch_size=4", "deepspeed.cpu_threads=1", "logging.tensorboard=false",
@@ -75,9 +75,9 @@ def test_steps_between_sync_points_make_no_host_sync_of_ours(tmp_path, process_g
 
     settle = t.health.settle
 
-    def recorded_settle(step):
+    def recorded_settle(step, *counts):
         with SyncRecorder() as rec:
-            out = settle(step)
+            out = settle(step, *counts)
         per_step.setdefault(("settle", step), []).extend(rec.made_in(OURS))
         return out
 
@@ -114,6 +114,27 @@ def test_logged_loss_is_the_mean_of_every_micro_batch_since_the_last_record(tmp_
     assert logged[0]["time/image_grid_s"] > 0 and logged[1]["time/image_grid_s"] > 0
     assert logged[0]["time/checkpoint_s"] == 0 and logged[0]["time/train_s"] > 0
     assert records(t)[0]["torch_threads"] == 1
+
+
+def test_a_damaged_shard_mid_run_is_warned_about_counted_and_the_run_goes_on(tmp_path, process_group, capfd):
+    """A truncated shard and an undecodable image in the middle of the epoch: the run trains every step; the rank
+    warns naming the shard and the sample; metrics.jsonl counts the positions filled by stand-ins
+    (data/skipped_samples, summed over ranks in settle's all-reduce) and names the faults in a data_error event."""
+    shards = make_shards(tmp_path / "shards", [12, 12, 12, 12])
+    whole, lost = damage(shards, "shard-000001.tar", ("shard-000002.tar", "shard002_000030"))
+    t = trainer(tmp_path, "schedule.max_steps=12", "logging.every_steps=4", "checkpoint.every_steps=100",
+                "data.shuffle_buffer=20", shards=shards)
+    assert t.plan.steps_per_epoch == 12 and t.train()["steps"] == 12
+    logged = [r for r in records(t) if "loss" in r]
+    assert [r["step"] for r in logged] == [4, 8, 12] and all(r["loss"] is not None for r in logged)
+    assert sum(r["data/skipped_samples"] for r in logged) == lost + 2  # + the image cut through, the junk PNG
+    events = [r for r in records(t) if r.get("event") == "data_error"]
+    faults = {(f["shard"].rsplit("/", 1)[1], f["key"][:9]) for e in events for f in e["faults"]}
+    assert {("shard-000001.tar", "shard001_"), ("shard-000002.tar", "shard002_")} <= faults
+    assert sum(e["skipped_samples"] for e in events) == lost + 2
+    err = capfd.readouterr().err
+    assert "rank 0 WARNING: skipping damaged data in epoch 0: shard " in err
+    assert "shard-000002.tar, sample shard002_000030: undecodable png" in err
 
 
 def test_fp16_scales_the_loss_skips_an_overflow_step_and_resumes_its_scaler(tmp_path, process_group, monkeypatch):
