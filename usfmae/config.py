@@ -43,9 +43,12 @@ class DataConfig(Section):
         "Windows are cut from the manifest, so resume stays exact: windows before the position are skipped "
         "unopened. Memory: about two windows of encoded images per loader worker and source (the one being "
         "consumed, and the next, read in the background: of this epoch or the next)."))
-    num_workers: int = Field(2, ge=0, description=(
+    num_workers: int | None = Field(None, ge=0, description=(
         "DataLoader worker processes per rank; each is one stream of the epoch's positions (0 = one, in-process). "
-        "Changing it on resume re-cuts the remaining positions: nothing is repeated or lost."))
+        "None = derived per node: on GPU ranks the cores this process may use / GPU ranks on the node, minus one "
+        "for the rank itself (a 96-core 8-GPU node: 11); on CPU ranks 1 (their cores run the torch threads); "
+        "every rank then uses the fewest any rank derived (train.agreement). Changing it on resume re-cuts the "
+        "remaining positions: nothing is repeated or lost."))
     epoch_samples: int | None = Field(None, gt=0, description=(
         "Samples per epoch, drawn from the sources in proportion to `weights` (exact counts). None = the total in "
         "the shard manifests (the build's manifest.json): every sample once per epoch."))
@@ -159,7 +162,7 @@ class DeepSpeedSection(Section):
     gradient_clipping: float = Field(1.0, ge=0, description="Global gradient-norm clip (0 = off).")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description=(
         "auto = bf16 on GPUs that have it natively (compute capability >= 8.0), fp16 with dynamic loss scaling "
-        "on older ones, fp32 on CPU. bf16 with gradient accumulation accumulates gradients in fp32."))
+        "on older ones, fp32 on CPU. With gradient accumulation, bf16 and fp16 accumulate gradients in fp32."))
     cpu_threads: int | None = Field(None, gt=0, description=(
         "Torch threads per rank on CPU ranks (device cpu). None = $OMP_NUM_THREADS when set, else the cores this "
         "rank may run on divided by the ranks on its node (2 ranks on 2 cores: 1 each): more threads than cores "

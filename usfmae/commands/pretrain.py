@@ -45,10 +45,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     # --max-steps 0 means "the schedule's own length", as leaving it out does
+    from usfmae.train.checkpointing import keep_saved_batch
+
     sets = flag_overrides(args.overrides, {"data.shards": args.shards, "output_dir": args.output,
                                            "schedule.max_steps": args.max_steps or None,
                                            "deepspeed.device": "cpu" if args.cpu else None})
-    return load_config(PretrainConfig, args.config, sets)
+    return keep_saved_batch(load_config(PretrainConfig, args.config, sets))
 
 
 def dry_run(cfg: PretrainConfig, world_size: int) -> dict:
