@@ -175,6 +175,11 @@ class DeepSpeedSection(Section):
     compile: bool = Field(False, description=(
         "torch.compile the model (first steps are slow while it compiles). Checkpoints do not depend on it: a "
         "run resumes with compile switched on or off."))
+    compile_scope: Literal["blocks", "model"] = Field("blocks", description=(
+        "What deepspeed.compile compiles (fullgraph=True either way): 'blocks' each transformer block on its own, "
+        "so gradient hooks fire block by block and ZeRO-2 reduces buckets during the backward; 'model' the whole "
+        "forward + backward as one graph, whose gradients all appear when the backward ends, leaving the gradient "
+        "reduction exposed (train/compiling.py; benchmarks/README.md \"Compiled backward and ZeRO-2\")."))
     compile_backend: str = Field("inductor", min_length=1, description=(
         "torch.compile backend: 'inductor' generates fused kernels (needs a C++ compiler on CPU, Triton on GPU); "
         "'aot_eager' traces forward and backward without code generation (a quick check that the model compiles)."))

@@ -32,6 +32,7 @@ from ..data.transforms import normalize_batch, pretrain_transform
 from ..model import create_model
 from ..model.masking import get_masking
 from .checkpointing import CKPT_DIR, RunCheckpoints
+from .compiling import compile_model
 from .agreement import agree
 from .device import cpu_threads, loader_workers, param_dtype, resolve_precision, select_device
 from .ds_config import build_ds_config
@@ -131,7 +132,8 @@ class Trainer:
         self.fixed = {n: t.detach().float().clone() for n, t in model.state_dict().items() if n not in trainable}
         n_params = sum(q.numel() for q in model.parameters())
         self.fwd_flops = flops_per_image(model, self._image_size(), model.in_chans) if self.is_main else 0
-        net = torch.compile(model, backend=cfg.deepspeed.compile_backend) if cfg.deepspeed.compile else model
+        ds = cfg.deepspeed
+        net = compile_model(model, ds.compile_scope, ds.compile_backend) if ds.compile else model
         o = cfg.optimizer
         optimizer = build_optimizer(model, p.peak_lr, o.weight_decay, o.betas, o.eps, o.impl)  # plain names
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=net, optimizer=optimizer, config=self.ds_conf)
