@@ -3,7 +3,7 @@
     usfmae build-shards --input data/echo --output s3://bucket/shards/echo   # preprocessing/build_shards.py
     usfmae clean --input data/hospital --output qa/hospital [--sheet]      # preprocessing/clean_images.py
     usfmae pretrain --config pretrain_tiny --shards shards/b                 # launch/pretrain.py, one process
-    usfmae pretrain --nproc 8 --config configs/pretrain_vitb16.yaml ...      # execs deepspeed --num_gpus 8
+    usfmae pretrain --nproc 8 --config configs/pretrain_vitb16_throughput.yaml ...  # execs deepspeed --num_gpus 8
     usfmae pretrain --dry-run --nproc 64 --config ... --shards ...           # the plan at 64 ranks, as JSON
     usfmae finetune --checkpoint runs/usfmae/model.safetensors --data ...    # launch/finetune.py
     usfmae finetune --task segmentation --checkpoint ... --data data/seg ... # lesion masks, Dice/IoU

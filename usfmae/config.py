@@ -43,9 +43,12 @@ class DataConfig(Section):
         "Windows are cut from the manifest, so resume stays exact: windows before the position are skipped "
         "unopened. Memory: about two windows of encoded images per loader worker and source (the one being "
         "consumed, and the next, read in the background: of this epoch or the next)."))
-    num_workers: int = Field(2, ge=0, description=(
+    num_workers: int | None = Field(None, ge=0, description=(
         "DataLoader worker processes per rank; each is one stream of the epoch's positions (0 = one, in-process). "
-        "Changing it on resume re-cuts the remaining positions: nothing is repeated or lost."))
+        "None = derived per node: on GPU ranks the cores this process may use / GPU ranks on the node, minus one "
+        "for the rank itself (a 96-core 8-GPU node: 11); on CPU ranks 1 (their cores run the torch threads); "
+        "every rank then uses the fewest any rank derived (train.agreement). Changing it on resume re-cuts the "
+        "remaining positions: nothing is repeated or lost."))
     epoch_samples: int | None = Field(None, gt=0, description=(
         "Samples per epoch, drawn from the sources in proportion to `weights` (exact counts). None = the total in "
         "the shard manifests (the build's manifest.json): every sample once per epoch."))
@@ -175,7 +178,7 @@ class DeepSpeedSection(Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description=(
         "auto = bf16 on GPUs that have it natively (compute capability >= 8.0), fp16 with dynamic loss scaling "
         "on older ones, fp32 on CPU (bf16/fp16 there only where DeepSpeed's CPU accelerator has them: fp16 needs "
-        "native fp16 instructions). bf16 with gradient accumulation accumulates gradients in fp32."))
+        "native fp16 instructions). With gradient accumulation, bf16 and fp16 accumulate gradients in fp32."))
     cpu_threads: int | None = Field(None, gt=0, description=(
         "Torch threads per rank on CPU ranks (device cpu). None = $OMP_NUM_THREADS when set, else the cores this "
         "rank may run on divided by the ranks on its node (2 ranks on 2 cores: 1 each): more threads than cores "
@@ -188,6 +191,11 @@ class DeepSpeedSection(Section):
     compile: bool = Field(False, description=(
         "torch.compile the model (first steps are slow while it compiles). Checkpoints do not depend on it: a "
         "run resumes with compile switched on or off."))
+    compile_scope: Literal["blocks", "model"] = Field("blocks", description=(
+        "What deepspeed.compile compiles (fullgraph=True either way): 'blocks' each transformer block on its own, "
+        "so gradient hooks fire block by block and ZeRO-2 reduces buckets during the backward; 'model' the whole "
+        "forward + backward as one graph, whose gradients all appear when the backward ends, leaving the gradient "
+        "reduction exposed (train/compiling.py; benchmarks/README.md \"Compiled backward and ZeRO-2\")."))
     compile_backend: str = Field("inductor", min_length=1, description=(
         "torch.compile backend: 'inductor' generates fused kernels (needs a C++ compiler on CPU, Triton on GPU); "
         "'aot_eager' traces forward and backward without code generation (a quick check that the model compiles)."))

@@ -102,10 +102,18 @@ def check_cuda() -> Check:
     import torch
 
     if torch.cuda.is_available():
-        n = torch.cuda.device_count()
-        names = sorted({torch.cuda.get_device_name(i) for i in range(n)})
-        bf16 = "bf16" if torch.cuda.is_bf16_supported() else "no bf16: fp16"
-        return Check("cuda", OK, f"{n} GPU(s): {', '.join(names)}; {bf16}")
+        from .train.device import BF16_MIN_CAPABILITY, driver_cuda_version, supported_gpu_problem
+
+        n, driver = torch.cuda.device_count(), driver_cuda_version()
+        caps = {i: tuple(torch.cuda.get_device_capability(i)) for i in range(n)}
+        names = sorted({f"{torch.cuda.get_device_name(i)} ({c[0]}.{c[1]})" for i, c in caps.items()})
+        for i, cap in caps.items():  # the check each rank makes at start-up (train.device.select_device)
+            if problem := supported_gpu_problem(cap, torch.cuda.get_arch_list(), driver, torch.version.cuda):
+                return Check("cuda", FAIL, f"GPU {i}: {problem}",
+                             "train on supported GPUs (or update the driver, as the detail says)")
+        bf16 = "bf16" if all(c >= BF16_MIN_CAPABILITY for c in caps.values()) else "no native bf16: fp16"
+        version = f"driver supports CUDA {driver // 1000}.{driver % 1000 // 10}" if driver else "driver version unknown"
+        return Check("cuda", OK, f"{n} GPU(s): {', '.join(names)}; {bf16}; {version}")
     if nvidia_smi_sees_gpus():
         return Check("cuda", FAIL, "nvidia-smi lists GPUs but torch cannot use them",
                      f"update the driver ({CUDA_DRIVER_HINT}); in Docker run with --gpus all")

@@ -173,7 +173,10 @@ def test_dry_run_prints_the_plan_without_training(tmp_path):
     assert plan["precision"] == "bf16" and "precision_note" in plan and plan["timeout_minutes"] == 30
     assert plan["deepspeed_config"]["train_batch_size"] == 64 and plan["deepspeed_config"]["zero_optimization"]["stage"] == 2
     assert not (tmp_path / "run").exists()  # nothing written, no process group
-    bad = subprocess.run([str(a) for a in args + ["--world-size", "3"]], capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "deepspeed.global_batch_size=64 cannot be realised on 3 ranks" in bad.stderr
+    assert plan["batch_rule"] == "exact"
+    near = json.loads(run(args + ["--world-size", "3"]).stdout)  # 64 is not 3 whole micro-batches: the nearest, 63
+    assert (near["global_batch_size"], near["micro_batch_size"], near["batch_rule"]) == (63, 21, "nearest")
+    assert near["peak_lr"] == 1e-3 * 63 / 64 and near["total_steps"] == 584600  # lr scaled, the planned schedule
+    assert "nearest realisable global batch 63" in near["batch_note"]
     via_cli = run([BIN / "usfmae", "pretrain", "--dry-run", "--nproc", "4", *map(str, args[3:])])
     assert json.loads(via_cli.stdout)["micro_batch_size"] == 16

@@ -2,17 +2,18 @@
 
     # one GPU
     deepspeed --num_gpus 1 launch/pretrain.py --config configs/pretrain_vitb16.yaml --shards shards/openus46
-    # one node, 8 GPUs: the same global batch (deepspeed.global_batch_size), 8x less accumulation
-    deepspeed --num_gpus 8 launch/pretrain.py --config configs/pretrain_vitb16.yaml --shards s3://bucket/openus46
+    # one node, 8 GPUs: 64 images per GPU, lr = base_lr x 512 / 256 (the paper's exact recipe: pretrain_vitb16.yaml)
+    deepspeed --num_gpus 8 launch/pretrain.py --config configs/pretrain_vitb16_throughput.yaml --shards s3://bucket/openus46
     # several nodes: a hostfile lists 'host slots=N' lines; --output on a filesystem every node shares
-    deepspeed --hostfile hostfile launch/pretrain.py --config configs/pretrain_vitb16.yaml --shards s3://bucket/openus46 \\
+    deepspeed --hostfile hostfile launch/pretrain.py --config configs/pretrain_vitb16_throughput.yaml --shards s3://bucket/openus46 \\
         --output /shared/runs/usfmae
     # CPU ranks (tests, demo): asked for explicitly
     deepspeed --num_gpus 2 launch/pretrain.py --cpu --config configs/pretrain_tiny.yaml --shards shards/demo
     # the plan at 64 ranks, without training: one JSON object
     python launch/pretrain.py --dry-run --world-size 64 --config configs/pretrain_vitb16.yaml --shards s3://bucket/openus46
 
-Restarting with the same --output directory resumes from its latest checkpoint, on any number of ranks.
+Restarting with the same --output directory resumes from its latest checkpoint, on any number of ranks (with
+the checkpoint's global batch, or the nearest one the new world size realises: train/plan.py).
 Exit codes: 0 done (or stopped at schedule.stop_at_step), 2 configuration or set-up refused (the message
 says why), 3 training stopped (non-finite losses).
 """
@@ -45,10 +46,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     # --max-steps 0 means "the schedule's own length", as leaving it out does
+    from usfmae.train.checkpointing import keep_saved_batch
+
     sets = flag_overrides(args.overrides, {"data.shards": args.shards, "output_dir": args.output,
                                            "schedule.max_steps": args.max_steps or None,
                                            "deepspeed.device": "cpu" if args.cpu else None})
-    return load_config(PretrainConfig, args.config, sets)
+    return keep_saved_batch(load_config(PretrainConfig, args.config, sets))
 
 
 def dry_run(cfg: PretrainConfig, world_size: int) -> dict:

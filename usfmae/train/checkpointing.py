@@ -5,17 +5,35 @@ A checkpoint (usfmae.checkpoint's training format) holds the full fp32 state gat
 Resuming refuses, with what to do instead, what cannot carry over.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from ..checkpoint import LATEST, ExportMeta, read_run_checkpoint, run_checkpoint_dir, write_run_checkpoint
+from ..checkpoint import LATEST, RUN_STATE, ExportMeta, read_run_checkpoint, run_checkpoint_dir, write_run_checkpoint
 from ..config import ConfigError, PretrainConfig
 from .fullstate import EngineState, FullState
 from .plan import Plan
 from .rundir import prune_checkpoints
+
+CKPT_DIR = "checkpoints"  # under the run directory
+
+
+def keep_saved_batch(cfg: PretrainConfig) -> PretrainConfig:
+    """`cfg`, where a run without deepspeed.global_batch_size (global batch = micro x accumulation x world)
+    resumes: with the global batch its latest checkpoint planned, so another world size realises that batch
+    by plan.batch_split's rule (exact or nearest, lr scaled) instead of changing the recipe mid-run."""
+    if cfg.deepspeed.global_batch_size is not None:
+        return cfg
+    path = run_checkpoint_dir(Path(cfg.output_dir) / CKPT_DIR)
+    if path is None:
+        return cfg
+    saved = json.loads((path / RUN_STATE).read_text())["plan"]
+    planned = saved.get("planned_global_batch_size", saved["global_batch_size"])
+    ds = cfg.deepspeed.model_copy(update={"global_batch_size": planned, "grad_accum_steps": None})
+    return cfg.model_copy(update={"deepspeed": ds})
 
 
 @dataclass
@@ -79,12 +97,17 @@ class RunCheckpoints:
             raise ConfigError(f"data.shards now resolve to other shards or counts than when {path} was saved, so "
                               "its position in the epoch means nothing: restore the shards, or continue from its "
                               f"weights in a new run: --set checkpoint.init_from={path} --output NEW_DIR")
-        if saved["global_batch_size"] != p.global_batch and self.cfg.deepspeed.global_batch_size is None:
-            raise ConfigError(f"{path} was saved with a global batch of {saved['global_batch_size']} "
-                              f"({saved['world_size']} ranks); here it would be {p.global_batch}, changing the lr "
-                              f"and schedule. Resume with --set deepspeed.global_batch_size={saved['global_batch_size']}"
-                              " (this world size must divide it into micro-batches)")
-        for key in ("total_steps", "peak_lr", "global_batch_size"):
+        planned = saved.get("planned_global_batch_size", saved["global_batch_size"])
+        if planned != p.batch.planned and self.cfg.deepspeed.global_batch_size is None:
+            raise ConfigError(f"{path} was saved planning a global batch of {planned} ({saved['world_size']} ranks); "
+                              f"here it would be {p.batch.planned}, changing the lr and schedule mid-run. Resume with "
+                              f"--set deepspeed.global_batch_size={planned} (any world size realises it: "
+                              "plan.batch_split)")
+        if self.is_main and saved["global_batch_size"] != p.global_batch:
+            print(f"[usfmae] note: global batch {p.global_batch} on {p.world_size} rank(s), "
+                  f"{saved['global_batch_size']} when {path.name} was saved: {p.batch.note}", flush=True)
+        keys = ("total_steps", "warmup_steps") + (("peak_lr",) if saved["global_batch_size"] == p.global_batch else ())
+        for key in keys:
             if saved[key] != p.summary()[key] and self.is_main:
                 print(f"[usfmae] note: {key} was {saved[key]} when {path.name} was saved, now {p.summary()[key]} "
                       "(changed config)", flush=True)

@@ -5,6 +5,8 @@ bf16 is chosen only where it is native (compute capability >= 8.0: Ampere and la
 also counts emulation, which is slow, so it is not used. Older GPUs get fp16 with dynamic loss scaling.
 CPU ranks run what DeepSpeed's CPU accelerator supports on this CPU (cpu_supports): fp16 only where the CPU
 has native fp16 instructions (AVX512-FP16, AMX-FP16).
+A GPU the installed torch has no kernels for (its `get_arch_list()`: sm_75 and newer for the pinned CUDA 13.0
+wheel, so no V100 / P100), or a driver older than torch's CUDA, is refused at start-up (supported_gpu_problem).
 """
 
 import os
@@ -69,8 +71,55 @@ def select_device(requested: str, local_rank: int) -> Device:
     if local_rank >= count:
         raise DeviceError(f"local rank {local_rank} but this node shows {count} GPU(s): start at most {count} ranks "
                           "per node (deepspeed --num_gpus / hostfile slots)")
+    capability = tuple(torch.cuda.get_device_capability(local_rank))
+    problem = supported_gpu_problem(capability, torch.cuda.get_arch_list(), driver_cuda_version(), torch.version.cuda)
+    if problem:
+        raise DeviceError(f"local rank {local_rank}: {problem}")
     torch.cuda.set_device(local_rank)
-    return Device(torch.device("cuda", local_rank), "nccl", tuple(torch.cuda.get_device_capability(local_rank)))
+    return Device(torch.device("cuda", local_rank), "nccl", capability)
+
+
+def driver_cuda_version() -> int | None:
+    """The newest CUDA the NVIDIA driver supports, as 1000 x major + 10 x minor (12080 = 12.8); None unknown."""
+    try:
+        return torch._C._cuda_getDriverVersion() or None
+    except Exception:  # noqa: BLE001 - CPU-only builds lack the call
+        return None
+
+
+def _arch_version(arch: str) -> tuple[str, int, int]:
+    """'sm_86' -> ('sm', 8, 6); 'compute_90a' -> ('compute', 9, 0)."""
+    kind, _, num = arch.partition("_")
+    num = num.rstrip("af")
+    return kind, int(num[:-1]), int(num[-1])
+
+
+def supported_gpu_problem(capability: tuple[int, int], arch_list: list[str], driver: int | None,
+                          runtime: str | None) -> str | None:
+    """Why torch cannot run on a GPU of `capability` here (None: it can). Kernels: a cubin sm_XY runs on the
+    same major X at minor >= Y, PTX compute_XY on any capability >= X.Y (JIT). Driver: it must support torch's
+    CUDA major version (minor version compatibility covers the rest)."""
+    cc = f"{capability[0]}.{capability[1]}"
+    runs = False
+    for arch in arch_list:
+        kind, major, minor = _arch_version(arch)
+        runs |= (kind == "sm" and major == capability[0] and minor <= capability[1]) or \
+            (kind == "compute" and (major, minor) <= capability)
+    cubins = [f"{m}.{n}" for m, n in sorted({(m, n) for k, m, n in map(_arch_version, arch_list) if k == "sm"})]
+    if arch_list and not runs:
+        return (f"this GPU (compute capability {cc}) is not supported by torch {torch.__version__} (CUDA "
+                f"{runtime}), which has kernels for compute capability {', '.join(cubins)} ({' '.join(arch_list)}): "
+                f"supported are GPUs of compute capability >= {cubins[0]} (Turing T4 / RTX 20xx and newer; bf16 "
+                f"from {BF16_MIN_CAPABILITY[0]}.{BF16_MIN_CAPABILITY[1]}); older GPUs (V100 7.0, P100 6.0) need a "
+                "torch build with their kernels, which this project does not test")
+    if runtime and driver is not None and driver // 1000 < int(runtime.split(".")[0]):
+        from ..doctor import CUDA_DRIVER_HINT
+
+        return (f"the NVIDIA driver supports CUDA up to {driver // 1000}.{driver % 1000 // 10}, but torch "
+                f"{torch.__version__} is built for CUDA {runtime}: update the driver ({CUDA_DRIVER_HINT})")
+    if runtime and driver is None:
+        return "no NVIDIA driver version could be read (torch._C._cuda_getDriverVersion): is the driver loaded?"
+    return None
 
 
 def cpu_supports(precision: str) -> bool:
@@ -106,9 +155,8 @@ def resolve_precision(requested: str, device: Device) -> str:
 
 def cpu_threads(requested: int | None, env=os.environ) -> tuple[int, str]:
     """Torch threads for a CPU rank, and where the number comes from: deepspeed.cpu_threads, else
-    $OMP_NUM_THREADS (set by hand, by `deepspeed --bind_cores_to_rank` or by torchrun), else the cores this
-    process may run on (its affinity mask: taskset, cgroup cpusets) divided by the ranks on its node
-    ($LOCAL_WORLD_SIZE from torchrun, $LOCAL_SIZE from the deepspeed launcher), at least 1."""
+    $OMP_NUM_THREADS (set by hand, by `deepspeed --bind_cores_to_rank` or by torchrun), else
+    cores_per_local_rank."""
     if requested is not None:
         return requested, "deepspeed.cpu_threads"
     if env.get("OMP_NUM_THREADS"):
@@ -117,9 +165,26 @@ def cpu_threads(requested: int | None, env=os.environ) -> tuple[int, str]:
             raise ConfigError(f"OMP_NUM_THREADS={value!r} is not a positive whole number: unset it or fix it "
                               "(or set deepspeed.cpu_threads)")
         return int(value), "OMP_NUM_THREADS"
+    return cores_per_local_rank(env)
+
+
+def cores_per_local_rank(env=os.environ) -> tuple[int, str]:
+    """The cores this process may run on (its affinity mask: taskset, cgroup cpusets) divided by the ranks on
+    its node ($LOCAL_WORLD_SIZE from torchrun, $LOCAL_SIZE from the deepspeed launcher), at least 1."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     local = int(env.get("LOCAL_WORLD_SIZE") or env.get("LOCAL_SIZE") or 1)
     return max(1, cores // local), f"{cores} cores / {local} rank(s) on this node"
+
+
+def loader_workers(requested: int | None, device_type: str, env=os.environ) -> tuple[int, str]:
+    """DataLoader workers per rank, and where the number comes from (config.DataConfig.num_workers): a GPU rank
+    leaves one of its cores to its own process (kernel launches, DeepSpeed) and gives the rest to decoding."""
+    if requested is not None:
+        return requested, "data.num_workers"
+    if device_type == "cpu":
+        return 1, "CPU ranks: 1 (their cores run the torch threads)"
+    per_rank, why = cores_per_local_rank(env)
+    return max(1, per_rank - 1), f"{why}, minus 1 for the rank"
 
 
 def param_dtype(precision: str) -> torch.dtype:

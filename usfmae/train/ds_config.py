@@ -29,14 +29,18 @@ def _merge(base: dict, extra: dict) -> dict:
 def zero_stage(cfg: PretrainConfig, world_size: int, precision: str) -> int:
     """deepspeed.zero_stage, except on one fp32 rank: there ZeRO has nothing to partition, and its per-parameter
     bookkeeping cost 5-6% of a CPU step (benchmarks/README.md "Training engine"), so stage 0 runs the same
-    computation. (Mixed precision keeps its stage: stage 0 cannot accumulate it in fp32.)"""
+    computation. One bf16/fp16 GPU keeps its stage: at stage 0 DeepSpeed 0.19.8 (engine._do_optimizer_sanity_
+    check) steps bf16 weights with no fp32 master copy (DDP_BFLOAT16), refuses fp32 accumulation of bf16
+    (NotImplementedError), and wraps fp16 in FP16_Optimizer, which accumulates in fp16 and whose partitions
+    fullstate cannot read for a world-size independent checkpoint."""
     return 0 if world_size == 1 and precision == "fp32" else cfg.deepspeed.zero_stage
 
 
 def build_ds_config(cfg: PretrainConfig, world_size: int, precision: str) -> dict[str, Any]:
     """ZeRO stage, batch arithmetic, clipping and precision from our config, plus user overrides."""
     ds = cfg.deepspeed
-    micro, accum, global_batch = batch_split(ds, world_size)
+    split = batch_split(ds, world_size)
+    micro, accum, global_batch = split.micro, split.accum, split.realised
     conf: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": accum,
@@ -54,8 +58,10 @@ def build_ds_config(cfg: PretrainConfig, world_size: int, precision: str) -> dic
         "steps_per_print": 10**9,  # we log ourselves
         "wall_clock_breakdown": False,
     }
-    if precision == "bf16" and accum > 1:
-        # Summing micro-batch gradients in bf16 loses their small parts (8-bit mantissa); DeepSpeed 0.19.8
-        # accumulates in fp32 with this key (ZeRO 1: its BF16_Optimizer, ZeRO 2: fp32 gradient partitions).
+    if precision in ("bf16", "fp16") and accum > 1:
+        # Summing micro-batch gradients in bf16 (8-bit mantissa) or fp16 (10 bits, and loss-scaled sums that can
+        # overflow) loses their small parts; DeepSpeed 0.19.8 accumulates in fp32 with this key at ZeRO 1 and 2
+        # (bf16 at ZeRO 1: its BF16_Optimizer; otherwise DeepSpeedZeroOptimizer's fp32 `grad_accum` per
+        # parameter at stage 1 and fp32 gradient partitions at stage 2).
         conf["data_types"] = {"grad_accum_dtype": "fp32"}
     return _merge(conf, ds.overrides)

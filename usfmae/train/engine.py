@@ -34,8 +34,10 @@ from ..data.stream import PretrainStream, StreamPlan, worker_init
 from ..data.transforms import normalize_batch, pretrain_transform
 from ..model import create_model
 from ..model.masking import get_masking
-from .checkpointing import RunCheckpoints
-from .device import cpu_threads, param_dtype, resolve_precision, select_device
+from .checkpointing import CKPT_DIR, RunCheckpoints
+from .compiling import compile_model
+from .agreement import agree
+from .device import cpu_threads, loader_workers, param_dtype, resolve_precision, select_device
 from .ds_config import build_ds_config
 from .fullstate import EngineState, FullState, digest
 from .health import StepHealth, skip_non_finite_steps
@@ -46,7 +48,6 @@ from .plan import make_plan
 from .rundir import check_shared_run_dir
 from ..optim import lr_at
 
-CKPT_DIR = "checkpoints"
 EXPORT_NAME = "model.safetensors"
 
 
@@ -92,7 +93,10 @@ class Trainer:
         self.ckpt_dir = self.run_dir / CKPT_DIR
         self.plan = make_plan(cfg, world_size)
         self.splan = StreamPlan(self.plan.sources, self.plan.counts, cfg.seed, cfg.data.shuffle_buffer)
-        self.workers = max(1, cfg.data.num_workers)  # streams per rank (0 workers: one, in-process)
+        self.ds_conf = build_ds_config(cfg, world_size, self.precision)
+        workers, self.workers_from = loader_workers(cfg.data.num_workers, self.device_type)
+        self.loader_workers = agree(self.precision, self.ds_conf, workers, world_size)  # before the first step
+        self.workers = max(1, self.loader_workers)  # streams per rank (0 workers: one, in-process)
         self.is_main = rank == 0
         self.step = self.skipped_total = self.micro_done = 0  # skipped_total: as of the last checkpoint loaded
         self.segment = self._fresh_segment(0)
@@ -132,11 +136,11 @@ class Trainer:
         self.fixed = {n: t.detach().float().clone() for n, t in model.state_dict().items() if n not in trainable}
         n_params = sum(q.numel() for q in model.parameters())
         self.fwd_flops = flops_per_image(model, self._image_size(), model.in_chans) if self.is_main else 0
-        net = torch.compile(model, backend=cfg.deepspeed.compile_backend) if cfg.deepspeed.compile else model
+        ds = cfg.deepspeed
+        net = compile_model(model, ds.compile_scope, ds.compile_backend) if ds.compile else model
         o = cfg.optimizer
         optimizer = build_optimizer(model, p.peak_lr, o.weight_decay, o.betas, o.eps, o.impl)  # plain names
-        ds_conf = build_ds_config(cfg, self.world, self.precision)
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=net, optimizer=optimizer, config=ds_conf)
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=net, optimizer=optimizer, config=self.ds_conf)
         if self.engine.zero_optimization_stage() == 0:  # the one stage at which DeepSpeed would apply a NaN step
             skip_non_finite_steps(optimizer)
         self.state_io = EngineState(self.engine, model)
@@ -145,11 +149,12 @@ class Trainer:
             if self.is_main and cfg.logging.knn_every else None
         self.print(f"model {cfg.model.preset}: {n_params / 1e6:.2f}M parameters, "
                    f"{self.fwd_flops / 1e9:.3f} GFLOPs/image forward at mask ratio {cfg.masking.ratio}")
-        self.print(f"{self.world} rank(s) on {self.device_type} ({self.threads} torch threads each: {self.threads_from}), "
+        self.print(f"{self.world} rank(s) on {self.device_type} ({self.threads} torch threads each: {self.threads_from}; "
+                   f"{self.loader_workers} loader workers: {self.workers_from}), "
                    f"{self.precision}, ZeRO {self.engine.zero_optimization_stage()}; "
                    f"epoch {p.epoch_samples} samples = {p.steps_per_epoch} steps of {p.global_batch} "
                    f"({p.micro_batch} x {p.grad_accum} accumulation x {self.world} ranks); {p.total_steps} steps, "
-                   f"warmup {p.warmup_steps}, peak lr {p.peak_lr:.3g}")
+                   f"warmup {p.warmup_steps}, peak lr {p.peak_lr:.3g}; batch: {p.batch.note}")
         if any(spec.startswith("s3://") for spec in cfg.data.shards):
             d = cfg.data
             cache = f"shard cache {d.shard_cache_dir} (at most {d.shard_cache_bytes.human_readable()})" \
@@ -204,7 +209,7 @@ class Trainer:
         fetch = ShardFetch(d.s3_endpoint_url, cfg.s3_retry_budget_s(), d.s3_timeout_s, cache)
         stream = PretrainStream(self.splan, self.segment, pretrain_transform(self._image_size(), cfg.data.augment),
                                 self.rank, self.micro_done, fetch, accum=self.plan.grad_accum)
-        workers = cfg.data.num_workers
+        workers = self.loader_workers
         loader = DataLoader(stream, batch_size=None, num_workers=workers, worker_init_fn=worker_init,
                             prefetch_factor=2 if workers else None, pin_memory=self.device_type == "cuda")
         expected = self.micro_done

@@ -1,8 +1,15 @@
 """Batch arithmetic of a run: from the config, the shard manifests and the world size.
 
-With `deepspeed.global_batch_size` set, the global batch, peak lr, steps per epoch, total and warmup steps
-are the same at every world size; the world size only decides the micro-batch and accumulation split, and
-one that cannot realise the global batch exactly is refused (ConfigError naming the keys).
+With `deepspeed.global_batch_size` = G set, every world size W runs (batch_split):
+- exact: G itself, when some accumulation count a (from the fewest that keeps the micro-batch within
+  `micro_batch_size`, up to twice that) makes G / (a x W) a whole micro-batch;
+- nearest: otherwise the realisable batch nearest G at that fewest accumulation count, micro-batch
+  round(G / (a x W)), and the peak lr scaled by realised / G (MAE's linear rule; with optimizer.lr null the
+  base-lr rule gives the same).
+DeepSpeed needs train_batch_size = micro x accumulation x W, so every rank takes the same micro-batch. Total
+and warmup steps (the lr schedule) come from G, not from the realised batch, so a run resumed on another
+world size continues the same schedule at the same step; the data position is carried in samples
+(data.epoch.Segment), so every sample of an epoch is still trained on once.
 """
 
 import hashlib
@@ -16,12 +23,27 @@ from ..data.epoch import apportion
 from ..data.sources import Shard, resolve
 
 
+@dataclass(frozen=True)
+class BatchSplit:
+    micro: int
+    accum: int
+    realised: int  # micro x accum x world: DeepSpeed's train_batch_size
+    planned: int  # deepspeed.global_batch_size, or the realised batch without it
+    rule: str  # "exact" | "nearest" | "micro x accumulation x world"
+    note: str  # why, for the plan and the dry run
+
+    @property
+    def lr_scale(self) -> float:
+        return self.realised / self.planned
+
+
 @dataclass
 class Plan:
     sources: list[list[Shard]]
     counts: list[int]  # samples drawn from each source per epoch
     epoch_samples: int
     world_size: int
+    batch: BatchSplit
     micro_batch: int
     grad_accum: int
     global_batch: int
@@ -36,37 +58,45 @@ class Plan:
                 "micro_batch_size": self.micro_batch, "grad_accum_steps": self.grad_accum,
                 "peak_lr": self.peak_lr, "epoch_samples": self.epoch_samples, "steps_per_epoch": self.steps_per_epoch,
                 "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
-                "dropped_per_epoch": self.epoch_samples - self.steps_per_epoch * self.global_batch}
+                "dropped_per_epoch": self.epoch_samples - self.steps_per_epoch * self.global_batch,
+                "planned_global_batch_size": self.batch.planned, "batch_rule": self.batch.rule,
+                "batch_note": self.batch.note}
 
 
-def realisable_world_sizes(global_batch: int, micro: int | None, limit: int = 1024) -> list[int]:
-    """World sizes (up to `limit`) that split `global_batch` into whole micro-batches and accumulation steps."""
-    if micro and global_batch % micro:
-        return []
-    per = global_batch // micro if micro else global_batch  # micro-batches per step, over all ranks
-    return [w for w in range(1, min(per, limit) + 1) if per % w == 0]
-
-
-def batch_split(ds: DeepSpeedSection, world: int) -> tuple[int, int, int]:
-    """(micro-batch, accumulation steps, global batch) at `world` ranks; ConfigError if it cannot be done."""
+def batch_split(ds: DeepSpeedSection, world: int) -> BatchSplit:
+    """Micro-batch, accumulation steps and realised global batch at `world` ranks (module docstring)."""
     if ds.global_batch_size is None:
         accum = ds.grad_accum_steps or 1
-        return ds.micro_batch_size, accum, ds.micro_batch_size * accum * world
+        g = ds.micro_batch_size * accum * world
+        return BatchSplit(ds.micro_batch_size, accum, g, g, "micro x accumulation x world",
+                          f"{ds.micro_batch_size} x {accum} x {world} ranks (deepspeed.global_batch_size null)")
     g = ds.global_batch_size
-    micro = ds.micro_batch_size or g // world
-    if micro == 0 or g % (micro * world):
-        fits = realisable_world_sizes(g, ds.micro_batch_size)
-        how = f"deepspeed.micro_batch_size={ds.micro_batch_size}" if ds.micro_batch_size else \
-            "deepspeed.micro_batch_size=null (global / world size)"
-        raise ConfigError(f"deepspeed.global_batch_size={g} cannot be realised on {world} ranks with {how}: "
-                          f"{g} / ({micro or g / world:g} x {world}) is not a whole number of accumulation steps. "
-                          f"World sizes that can: {fits or 'none (global_batch_size is not a multiple of micro_batch_size)'}"
-                          "; or change deepspeed.micro_batch_size")
-    accum = g // (micro * world)
-    if ds.grad_accum_steps is not None and ds.grad_accum_steps != accum:
-        raise ConfigError(f"deepspeed.grad_accum_steps={ds.grad_accum_steps} contradicts deepspeed.global_batch_size="
-                          f"{g} = {micro} (micro_batch_size) x {world} ranks x {accum}; leave grad_accum_steps null")
-    return micro, accum, g
+    cap = ds.micro_batch_size or math.ceil(g / world)  # null: G / world, no accumulation
+    fewest = math.ceil(g / (cap * world))
+    if ds.grad_accum_steps is not None:
+        if ds.micro_batch_size and ds.micro_batch_size * ds.grad_accum_steps * world != g:
+            raise ConfigError(f"deepspeed.grad_accum_steps={ds.grad_accum_steps} contradicts deepspeed.global_batch_"
+                              f"size={g} with micro_batch_size={ds.micro_batch_size} on {world} ranks; leave "
+                              "grad_accum_steps null")
+        tries = [ds.grad_accum_steps]
+    else:  # exact at up to twice the fewest accumulation steps (micro-batches no smaller than half the cap)
+        tries = range(fewest, 2 * fewest + 1)
+    for accum in tries:
+        if g % (accum * world) == 0:
+            micro = g // (accum * world)
+            return BatchSplit(micro, accum, g, g, "exact",
+                              f"{g} = {micro} x {accum} accumulation x {world} ranks")
+    if ds.grad_accum_steps is not None:
+        raise ConfigError(f"deepspeed.grad_accum_steps={ds.grad_accum_steps} cannot realise deepspeed.global_batch_size="
+                          f"{g} on {world} ranks ({g} / ({ds.grad_accum_steps} x {world}) is not whole): leave "
+                          "grad_accum_steps null and the world size picks it")
+    micro = max(1, round(g / (fewest * world)))
+    real = micro * fewest * world
+    return BatchSplit(micro, fewest, real, g, "nearest",
+                      f"{g} is not a whole number of micro-batches of at most {cap} on {world} ranks: nearest "
+                      f"realisable global batch {real} = {micro} x {fewest} accumulation x {world} ranks "
+                      f"({(real - g) / g:+.1%}), peak lr scaled by {real}/{g}; schedule (total and warmup steps) "
+                      f"as planned for {g}")
 
 
 def data_fingerprint(sources: list[list[Shard]], counts: list[int]) -> str:
@@ -78,7 +108,8 @@ def data_fingerprint(sources: list[list[Shard]], counts: list[int]) -> str:
 def make_plan(cfg: PretrainConfig, world_size: int) -> Plan:
     if not cfg.data.shards:
         raise ConfigError("data.shards is empty: pass --shards or set data.shards in the config")
-    micro, accum, global_batch = batch_split(cfg.deepspeed, world_size)
+    split = batch_split(cfg.deepspeed, world_size)
+    global_batch = split.realised
     try:
         sources = [resolve(spec, cfg.data.s3_endpoint_url) for spec in cfg.data.shards]
     except ValueError as e:
@@ -93,7 +124,10 @@ def make_plan(cfg: PretrainConfig, world_size: int) -> Plan:
     if steps_per_epoch == 0:
         raise ConfigError(f"an epoch of {epoch_samples} samples is smaller than one global batch of {global_batch} "
                           "(deepspeed.global_batch_size / micro_batch_size): use fewer ranks or a smaller batch")
-    total = cfg.schedule.max_steps or max(1, math.ceil(cfg.schedule.epochs * steps_per_epoch))
-    peak = cfg.optimizer.lr if cfg.optimizer.lr is not None else cfg.optimizer.base_lr * global_batch / 256
-    return Plan(sources, counts, epoch_samples, world_size, micro, accum, global_batch, steps_per_epoch, total,
-                int(round(cfg.schedule.warmup_fraction * total)), peak, data_fingerprint(sources, counts))
+    # the schedule of the planned batch at every world size (module docstring)
+    total = cfg.schedule.max_steps or max(1, math.ceil(cfg.schedule.epochs * (epoch_samples // split.planned)))
+    peak = (cfg.optimizer.lr * split.lr_scale if cfg.optimizer.lr is not None
+            else cfg.optimizer.base_lr * global_batch / 256)
+    return Plan(sources, counts, epoch_samples, world_size, split, split.micro, split.accum, global_batch,
+                steps_per_epoch, total, int(round(cfg.schedule.warmup_fraction * total)), peak,
+                data_fingerprint(sources, counts))

@@ -104,10 +104,12 @@ def test_global_batch_size_gives_the_same_recipe_at_every_world_size(tmp_path):
     fixed = {(p.global_batch, p.peak_lr, p.steps_per_epoch, p.total_steps, p.warmup_steps) for p in plans.values()}
     assert fixed == {(24, 1e-3 * 24 / 256, 4, 12, 1)}  # the same arithmetic: exactly equal
     assert all(build_ds_config(cfg, w, "fp32")["train_batch_size"] == 24 for w in plans)
-    for world in (4, 5):  # 24 / (4 x 4) and 24 / (4 x 5) are not whole accumulation counts
-        with pytest.raises(ConfigError, match=rf"deepspeed.global_batch_size=24 cannot be realised on {world} ranks "
-                                              r"with deepspeed.micro_batch_size=4.*World sizes that can: \[1, 2, 3, 6\]"):
-            make_plan(cfg, world)
+    for world, micro, accum, real in ((4, 3, 2, 24), (5, 2, 2, 20)):  # 4 x 4 and 4 x 5 do not divide 24
+        p = make_plan(cfg, world)
+        assert (p.micro_batch, p.grad_accum, p.global_batch) == (micro, accum, real)
+        assert (p.total_steps, p.warmup_steps) == (12, 1)  # the schedule of the planned 24
+        assert p.batch.rule == ("exact" if real == 24 else "nearest")
+        assert p.peak_lr == pytest.approx(1e-3 * real / 256)
     with pytest.raises(ConfigError, match="grad_accum_steps=2 contradicts deepspeed.global_batch_size=24"):
         make_plan(load_config(PretrainConfig, "configs/pretrain_tiny.yaml",
                               [f"data.shards=[{shards}]", "deepspeed.global_batch_size=24",
@@ -138,8 +140,14 @@ def test_compiled_model_gets_the_same_parameter_groups():
 
 
 # ---------------------------------------------------------------- device and precision, CUDA queries patched
-def fake_cuda(monkeypatch, capability=(8, 0), count=8, available=True):
+ARCHS = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]  # the pinned CUDA 13.0 wheel's
+
+
+def fake_cuda(monkeypatch, capability=(8, 0), count=8, available=True, archs=ARCHS, driver=13000):
     current = []
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: archs)
+    monkeypatch.setattr(torch._C, "_cuda_getDriverVersion", lambda: driver, raising=False)  # CPU wheels lack it
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count if available else 0)
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: current.append(d))
@@ -152,7 +160,7 @@ def fake_cuda(monkeypatch, capability=(8, 0), count=8, available=True):
     return current
 
 
-@pytest.mark.parametrize("capability,expected", [((9, 0), "bf16"), ((8, 0), "bf16"), ((7, 5), "fp16"), ((7, 0), "fp16")])
+@pytest.mark.parametrize("capability,expected", [((9, 0), "bf16"), ((8, 0), "bf16"), ((12, 0), "bf16"), ((7, 5), "fp16")])
 def test_auto_precision_is_bf16_only_where_native(monkeypatch, capability, expected):
     current = fake_cuda(monkeypatch, capability)
     d = dev.select_device("cuda", local_rank=5)
@@ -200,6 +208,47 @@ def test_pretrain_refuses_fp16_without_it_before_deepspeed_starts(tmp_path, monk
         err = capsys.readouterr().err
         assert "error: deepspeed.precision=fp16 on CPU ranks" in err and "deepspeed.precision=bf16" in err, extra
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("capability", [(7, 0), (6, 0), (3, 7)])
+def test_gpus_without_kernels_in_the_wheel_are_refused(monkeypatch, capability):
+    """V100 (7.0) and older: the CUDA 13.0 wheel has no kernels for them; refused before CUDA is touched."""
+    current = fake_cuda(monkeypatch, capability)
+    with pytest.raises(dev.DeviceError) as err:
+        dev.select_device("cuda", local_rank=1)
+    msg = str(err.value)
+    assert f"compute capability {capability[0]}.{capability[1]}) is not supported" in msg and current == []
+    assert "supported are GPUs of compute capability >= 7.5" in msg and "sm_75 sm_80" in msg
+
+
+def test_kernel_compatibility_within_a_major_version_and_through_ptx():
+    problem = dev.supported_gpu_problem
+    assert problem((8, 9), ["sm_80", "sm_90"], 13000, "13.0") is None  # L40S: sm_80 cubins run on 8.9
+    assert problem((9, 0), ["sm_80", "sm_86"], 13000, "13.0") is not None  # no sm_9x cubin, no PTX
+    assert problem((9, 0), ["sm_80", "compute_80"], 13000, "13.0") is None  # PTX JIT-compiles forward
+    assert problem((8, 0), ["sm_86"], 13000, "13.0") is not None  # a newer minor's cubin does not run on 8.0
+
+
+def test_a_driver_older_than_torchs_cuda_is_refused(monkeypatch):
+    fake_cuda(monkeypatch, (9, 0), driver=12080)
+    with pytest.raises(dev.DeviceError, match=r"driver supports CUDA up to 12.8, but torch .* CUDA 13.0: update the "
+                                              r"driver \(CUDA 13.0 wheels need NVIDIA driver >= 580\)"):
+        dev.select_device("cuda", 0)
+
+
+@pytest.mark.parametrize("capability,driver,status", [((9, 0), 13000, "OK"), ((7, 0), 13000, "FAIL"),
+                                                      ((9, 0), 12040, "FAIL")])
+def test_doctor_checks_gpus_and_driver_as_start_up_does(monkeypatch, capability, driver, status):
+    from usfmae import doctor
+
+    fake_cuda(monkeypatch, capability, count=2, driver=driver)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=None: "NVIDIA H100 80GB HBM3")
+    check = doctor.check_cuda()
+    assert check.status == status
+    if status == "OK":
+        assert "2 GPU(s): NVIDIA H100 80GB HBM3 (9.0); bf16; driver supports CUDA 13.0" == check.detail
+    else:
+        assert "GPU 0: " in check.detail and ("not supported" in check.detail or "update the driver" in check.detail)
 
 
 def test_fp16_config_uses_dynamic_loss_scaling_and_parameter_dtype_inputs():
@@ -255,3 +304,34 @@ def test_release_shm_allreduce_unlinks_only_this_ranks_buffer(tmp_path):
     assert not mine.exists() and peer.exists() and other_run.exists()
     assert release_shm_allreduce(env, tmp_path) is None  # already gone (or never made: GPUs, several nodes)
     assert release_shm_allreduce({}, tmp_path) is None  # not launched as a rank
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_mixed_precision_with_accumulation_sums_gradients_in_fp32(stage):
+    cfg = load_config(PretrainConfig, "configs/pretrain_tiny.yaml",
+                      ["deepspeed.micro_batch_size=4", "deepspeed.grad_accum_steps=2", f"deepspeed.zero_stage={stage}"])
+    from deepspeed.runtime.constants import DATA_TYPES, GRAD_ACCUM_DTYPE
+
+    for precision in ("bf16", "fp16"):
+        ds = build_ds_config(cfg, 2, precision)
+        assert ds[DATA_TYPES] == {GRAD_ACCUM_DTYPE: "fp32"}  # the keys DeepSpeed 0.19.8 reads (runtime/config.py)
+    assert "data_types" not in build_ds_config(cfg, 2, "fp32")
+
+
+def test_ranks_that_resolved_another_precision_or_config_are_named():
+    from usfmae.train.agreement import check_agreement, config_digest
+
+    a, b = config_digest({"bf16": {"enabled": True}}), config_digest({"fp16": {"enabled": True}})
+    same = [{"host": "n0", "precision": "bf16", "ds_config": a, "workers": 3}] * 4
+    check_agreement(same)
+    mixed = same[:2] + [{"host": "n1", "precision": "fp16", "ds_config": b, "workers": 3}] * 2
+    with pytest.raises(ConfigError, match=rf"bf16, DeepSpeed config {a}: rank\(s\) 0-1 on n0\n  fp16, DeepSpeed "
+                                          rf"config {b}: rank\(s\) 2-3 on n1\n.*deepspeed.precision=fp16"):
+        check_agreement(mixed)
+
+
+def test_loader_workers_derive_from_cores_per_gpu_rank(monkeypatch):
+    monkeypatch.setattr(dev.os, "sched_getaffinity", lambda pid: set(range(96)))
+    assert dev.loader_workers(None, "cuda", {"LOCAL_SIZE": "8"}) == (11, "96 cores / 8 rank(s) on this node, minus 1 for the rank")
+    assert dev.loader_workers(None, "cuda", {"LOCAL_WORLD_SIZE": "96"})[0] == 1
+    assert dev.loader_workers(None, "cpu", {})[0] == 1 and dev.loader_workers(4, "cuda", {}) == (4, "data.num_workers")
