@@ -4,4 +4,5 @@ synthetic  seeded synthetic B-mode scans with exact ground truth (lesion masks, 
 annotated  synthetic scans with burned-in scanner annotations and a truth mask per annotation kind
 corpus     small input corpora of every kind (PNG, 16-bit PNG, AVI cine, DICOM, NIfTI) for build tests
 ray_local  a private loopback-only Ray head, started and stopped by pid
+hosts      simulated hosts: network namespaces on a bridge, node-local /node and /dev/shm, S3 on the bridge
 """
