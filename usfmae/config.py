@@ -168,6 +168,10 @@ class DeepSpeedSection(Section):
         "Process-group timeout: a collective that waits longer (a hung or dead rank) fails the run instead of "
         "hanging it. Long side-work never holds ranks (the k-NN monitor runs beside training), and the S3 retry "
         "budget stays below it."))
+    heartbeat_timeout_s: float = Field(60.0, ge=0, description=(
+        "A rank whose heartbeat (a counter on the rendezvous store, bumped every sixth of this) stands still this "
+        "long is lost: rank 0 names it (rank, host, address) and the run stops with exit code 4, instead of "
+        "waiting out timeout_minutes in a collective (a cut network sends no reset). 0 = off."))
     activation_checkpointing: bool = Field(False, description="Recompute block activations to save memory.")
     compile: bool = Field(False, description=(
         "torch.compile the model (first steps are slow while it compiles). Checkpoints do not depend on it: a "

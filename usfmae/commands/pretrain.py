@@ -14,7 +14,7 @@
 
 Restarting with the same --output directory resumes from its latest checkpoint, on any number of ranks.
 Exit codes: 0 done (or stopped at schedule.stop_at_step), 2 configuration or set-up refused (the message
-says why), 3 training stopped (non-finite losses).
+says why), 3 training stopped (non-finite losses), 4 a peer node was lost (the message names its rank and host).
 """
 
 import argparse
@@ -94,6 +94,7 @@ def train(cfg: PretrainConfig, local_rank: int) -> int:
 
     from usfmae.train.device import DeviceError, release_shm_allreduce, select_device
     from usfmae.train.engine import Trainer, TrainingStopped
+    from usfmae.train.peers import EXIT_PEER_LOST, Heartbeat, gather_peers, lost_peer_message
     from usfmae.train.plan import make_plan
 
     try:
@@ -106,8 +107,12 @@ def train(cfg: PretrainConfig, local_rank: int) -> int:
     if device.type == "cpu":
         dist.barrier()  # every local rank has mapped its peers' all-reduce buffers: their names can go
         release_shm_allreduce()
+    rank = dist.get_rank()
+    peers = gather_peers(rank)
+    heartbeat = Heartbeat(peers, rank, cfg.deepspeed.heartbeat_timeout_s, (os.environ["MASTER_ADDR"],
+                          int(os.environ["MASTER_PORT"]))).start() if cfg.deepspeed.heartbeat_timeout_s else None
     try:
-        trainer = Trainer(cfg, dist.get_rank(), dist.get_world_size(), local_rank)
+        trainer = Trainer(cfg, rank, dist.get_world_size(), local_rank)
         trainer.build()
         trainer.train()
     except ConfigError as e:  # a setting only start-up can check (a missing folder, an unshared run dir)
@@ -116,7 +121,14 @@ def train(cfg: PretrainConfig, local_rank: int) -> int:
     except TrainingStopped as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except RuntimeError as e:  # a collective failed: name the peers that went away
+        if (message := lost_peer_message(e, peers, rank)) is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_PEER_LOST
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         dist.destroy_process_group()
     return 0
 

@@ -71,6 +71,7 @@ class Record:
     root: str
     subnet: str
     hosts: int
+    started: int = 0  # the owner's start time (clock ticks since boot): a reused pid is not the owner
 
     @property
     def namespaces(self) -> list[str]:
@@ -120,14 +121,12 @@ def _pick_subnet(tag: str) -> str:
     raise RuntimeError("no free /24 under 10.64.0.0/10 for the hosts' bridge")
 
 
-def _alive(pid: int) -> bool:
+def _started(pid: int) -> int:
+    """When process `pid` started (clock ticks since boot), 0 when there is no such process."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def kill_host(namespace: str) -> list[int]:
@@ -168,7 +167,7 @@ def sweep() -> list[str]:
             rec = Record(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
             continue
-        if not _alive(rec.pid):
+        if _started(rec.pid) != rec.started:
             tear_down(rec)
             swept.append(rec.tag)
     return swept
@@ -179,7 +178,7 @@ class HostBox:
 
     def __init__(self, hosts: int, root: Path, s3: bool = True):
         self.rec = Record(f"usf{os.getpid()}{chr(97 + next(_serial) % 26)}", os.getpid(), str(Path(root).resolve()),
-                          "", hosts)
+                          "", hosts, _started(os.getpid()))
         self.s3 = s3
         self.s3_server = None
         self.procs: list[subprocess.Popen] = []
