@@ -124,8 +124,8 @@ def train(cfg: PretrainConfig, local_rank: int) -> int:
     except RuntimeError as e:  # a collective failed: name the peers that went away
         if (message := lost_peer_message(e, peers, rank)) is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_PEER_LOST
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        os._exit(EXIT_PEER_LOST)  # tearing down a process group with a dead member can hang: leave at once
     finally:
         if heartbeat is not None:
             heartbeat.stop()

@@ -1,0 +1,121 @@
+"""The distributed paths across real (simulated) hosts: network namespaces with their own addresses, node-local
+/node folders and S3 on the bridge (usfmae.testing.hosts), started with the commands of README "Running on a
+cluster". Skipped without root or iproute2 (CI runs as root)."""
+
+import json
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import boto3
+import pytest
+
+from usfmae.testing.synthetic import write_labeled
+
+from helpers import BIN, REPO
+from shardutil import make_shards
+
+pytestmark = pytest.mark.slow
+
+SIZES = [40, 7, 23, 3, 31, 2]  # 106 samples; global batch 8: 13 steps per epoch, 2 left over
+PRETRAIN = ["--cpu", "--config", REPO / "configs/pretrain_tiny.yaml", "--shards", "s3://data/shards",
+            "--set", "logging.every_steps=1", "--set", "logging.tensorboard=false", "--set", "logging.image_grid_every=0",
+            "--set", "deepspeed.global_batch_size=8", "--set", "deepspeed.micro_batch_size=4",
+            "--set", "schedule.epochs=1", "--set", "logging.data_log=true", "--set", "checkpoint.every_steps=2",
+            "--set", "checkpoint.keep_last=10"]
+
+
+def s3(box):
+    return boto3.client("s3", endpoint_url=box.s3_url, aws_access_key_id="testing", aws_secret_access_key="testing",
+                        region_name="us-east-1")
+
+
+def upload(box, folder: Path, bucket: str, prefix: str) -> None:
+    client = s3(box)
+    client.create_bucket(Bucket=bucket)
+    for path in sorted(folder.iterdir()):
+        client.upload_file(str(path), bucket, f"{prefix}/{path.name}")
+
+
+def launchers(box, hostfile: Path, hosts: list[int], output, logs: Path) -> list[subprocess.Popen]:
+    """`deepspeed --no_ssh --node_rank N` on each host, as README "Running on a cluster" shows."""
+    port = 29500  # every host has its own ports: the cluster's usual master port is free
+    return [box.popen(i, [BIN / "deepspeed", "--hostfile", hostfile, "--no_ssh", "--node_rank", n,
+                          "--master_addr", box.addresses[hosts[0]], "--master_port", port, REPO / "launch/pretrain.py",
+                          *PRETRAIN, "--output", output], log=logs / f"host{i}.log", cwd=REPO)
+            for n, i in enumerate(hosts)]
+
+
+def wait(proc: subprocess.Popen, log: Path, timeout: float = 300) -> str:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"{log.name} still running after {timeout} s:\n{log.read_text()[-4000:]}")
+    return log.read_text()
+
+
+def data_lines(run_dir: Path) -> dict[str, list[dict]]:
+    return {f.name: [json.loads(x) for x in f.read_text().splitlines()] for f in sorted((run_dir / "data").glob("*"))}
+
+
+def test_deepspeed_across_hosts_loses_a_node_resumes_on_one_and_finetunes(host_box, tmp_path):
+    box = host_box
+    upload(box, make_shards(tmp_path / "shards", SIZES), "data", "shards")
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text(f"{box.namespace(0)} slots=1\n{box.namespace(1)} slots=1\n")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    # a node-local run directory (/node is a different folder on each host) is refused on every rank; started
+    # as SLURM or Kubernetes would, with the torchrun-style environment and no launcher
+    env = {"MASTER_ADDR": box.addresses[0], "MASTER_PORT": "29500", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
+    local = [box.popen(i, [BIN / "python", REPO / "launch/pretrain.py", *PRETRAIN, "--output", "/node/run"],
+                       log=logs / f"env{i}.log", env=box.env({**env, "RANK": str(i)}), cwd=REPO) for i in (0, 1)]
+    for i, proc in enumerate(local):
+        text = wait(proc, logs / f"env{i}.log")
+        assert proc.returncode == 2 and "error: the run directory /node/run is not shared by all ranks" in text
+        assert f"rank 1 on {box.namespace(1)}" in text
+    assert (box.node(0) / "run").is_dir() and not list((box.node(0) / "run").glob("*.jsonl"))
+    assert not (box.node(1) / "run").exists()  # rank 1 looked for rank 0's file in its own /node: not there
+
+    # 2 hosts x 1 rank on a shared run directory; host 1 is killed after the first checkpoint
+    run = tmp_path / "run"
+    nodes = launchers(box, hostfile, [0, 1], run, logs)
+    while not (run / "checkpoints/latest").exists():
+        assert nodes[0].poll() is None, (logs / "host0.log").read_text()[-4000:]
+        time.sleep(0.05)
+    box.kill(1)
+    text = wait(nodes[0], logs / "host0.log")  # within the heartbeat bound at most, not the 30-min timeout
+    assert nodes[0].returncode != 0 and nodes[1].wait() == -signal.SIGKILL
+    assert f"error: lost rank 1 on {box.namespace(1)} ({box.addresses[1]})" in text
+    saved = (run / "checkpoints/latest").read_text().strip()
+    seen_2 = data_lines(run)
+    assert set(seen_2) == {"rank0.jsonl", "rank1.jsonl"}
+
+    # host 0 alone resumes from the last checkpoint and finishes the epoch, while host 1 (rebooted) fine-tunes
+    # from the checkpoint the 2-host run wrote
+    (tmp_path / "hostfile1").write_text(f"{box.namespace(0)} slots=1\n")
+    alone = launchers(box, tmp_path / "hostfile1", [0], run, logs)[0]
+    ft = box.popen(1, [BIN / "python", REPO / "launch/finetune.py", "--checkpoint",
+                       run / "checkpoints" / saved / "model.safetensors", "--data",
+                       write_labeled(tmp_path / "labeled", 8, seed=3, size=64), "--output", tmp_path / "ft",
+                       "--set", "epochs=1", "--set", "batch_size=8", "--set", "num_workers=0"],
+                   log=logs / "ft.log", cwd=REPO)
+    text = wait(alone, logs / "host0.log")
+    assert alone.returncode == 0, text[-4000:]
+    assert "[finetune] F1" in wait(ft, logs / "ft.log") and ft.returncode == 0
+    assert (tmp_path / "ft/metrics.json").is_file()
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    resume = next(r for r in recs if r.get("event") == "resume")
+    step = int(saved.removeprefix("step"))
+    assert (resume["step"], resume["saved_world_size"], resume["world_size"]) == (step, 2, 1)
+    assert recs[-1]["event"] == "end" and (run / "model.safetensors").is_file()
+
+    # every sample of the epoch trained on exactly once: the 2-host run's steps up to its checkpoint, then host 0's
+    seen = [r for lines in seen_2.values() for r in lines if r["step"] < step]
+    seen += data_lines(run)["rank0.jsonl"][len(seen_2["rank0.jsonl"]):]
+    keys = Counter(k for r in seen for k in r["keys"])
+    assert sum(keys.values()) == 13 * 8 and max(keys.values()) == 1
