@@ -12,6 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from usfmae.testing.corpus import write_images
 from usfmae.testing.synthetic import write_labeled
 
 from helpers import BIN, REPO
@@ -119,3 +120,73 @@ def test_deepspeed_across_hosts_loses_a_node_resumes_on_one_and_finetunes(host_b
     seen += data_lines(run)["rank0.jsonl"][len(seen_2["rank0.jsonl"]):]
     keys = Counter(k for r in seen for k in r["keys"])
     assert sum(keys.values()) == 13 * 8 and max(keys.values()) == 1
+
+
+def ray_node(box, i: int, logs: Path) -> subprocess.Popen:
+    """`ray start --block` on host i: the head on host 0, a worker joining it from host 1 (README "Running on a
+    cluster"); the session lives in the host's node-local /node."""
+    head = box.addresses[0]
+    args = ["--head", f"--port={RAY_PORT}", f"--dashboard-host={head}", f"--dashboard-port={JOBS_PORT}"] if i == 0 \
+        else [f"--address={head}:{RAY_PORT}"]
+    log = logs / f"ray{i}.log"
+    proc = box.popen(i, [BIN / "ray", "start", "--block", f"--node-ip-address={box.addresses[i]}", "--num-cpus=1",
+                         "--disable-usage-stats", "--temp-dir=/node/ray", *args], log=log)
+    while "block forever" not in log.read_text():
+        assert proc.poll() is None, log.read_text()[-4000:]
+        time.sleep(0.2)
+    return proc
+
+
+def objects(box, bucket: str, prefix: str) -> dict[str, bytes]:
+    client = s3(box)
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
+            for o in page.get("Contents", [])]
+    return {k[len(prefix) + 1:]: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+
+
+RAY_PORT, JOBS_PORT = 6379, 8265  # every host has its own ports: Ray's defaults are free
+
+
+def test_ray_build_across_hosts_survives_losing_a_worker(host_box, tmp_path):
+    box = host_box
+    write_images(tmp_path / "in", 16, 96, seed=7)
+    s3(box).create_bucket(Bucket="shards")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    ray_node(box, 0, logs)
+    ray_node(box, 1, logs)
+
+    def submit(prefix: str) -> subprocess.Popen:
+        return box.popen(0, [BIN / "ray", "job", "submit", f"--address=http://{box.addresses[0]}:{JOBS_PORT}", "--",
+                             BIN / "python", REPO / "preprocessing/build_shards.py", "--input", tmp_path / "in",
+                             "--output", f"s3://shards/{prefix}", "--shard-size", "2", "--no-clean",
+                             "--set", "salt=multi-host"], log=logs / f"{prefix}.log", cwd=REPO)
+
+    clean = submit("clean")
+    text = wait(clean, logs / "clean.log")
+    assert clean.returncode == 0 and "[build] done: 16 samples" in text, text[-4000:]
+    ref = objects(box, "shards", "clean")
+    report = json.loads(ref["report.json"])
+    assert set(report["nodes"]) == set(box.addresses)  # shard tasks ran on both hosts
+
+    killed = submit("killed")
+    client = s3(box)
+    on_host1, done = None, []
+    while on_host1 is None:  # host 1 has finished a shard: it is mid-build
+        assert killed.poll() is None, (logs / "killed.log").read_text()[-4000:]
+        done = client.list_objects_v2(Bucket="shards", Prefix="killed/_parts/").get("Contents", [])
+        for o in done:
+            if json.loads(client.get_object(Bucket="shards", Key=o["Key"])["Body"].read())["node"] == box.addresses[1]:
+                on_host1 = o["Key"]
+        time.sleep(0.1)
+    box.kill(1)
+    assert len(done) < 8  # shards were left to build
+    text = wait(killed, logs / "killed.log")
+    assert killed.returncode == 0 and "[build] done: 16 samples" in text, text[-4000:]
+    got = objects(box, "shards", "killed")
+    assert sorted(got) == sorted(ref)  # nothing missing, nothing extra (no temp objects, no doubles)
+    assert {k: v for k, v in got.items() if k.endswith((".tar", "manifest.json"))} == \
+        {k: v for k, v in ref.items() if k.endswith((".tar", "manifest.json"))}
+    nodes = json.loads(got["report.json"])["nodes"]
+    assert on_host1.removeprefix("killed/_parts/").removesuffix(".json") in nodes[box.addresses[1]]
+    assert sum(map(len, nodes.values())) == 8
