@@ -14,7 +14,8 @@
 
 Restarting with the same --output directory resumes from its latest checkpoint, on any number of ranks.
 Exit codes: 0 done (or stopped at schedule.stop_at_step), 2 configuration or set-up refused (the message
-says why), 3 training stopped (non-finite losses).
+says why), 3 training stopped (non-finite losses), 4 the run directory could not be written (a checkpoint or
+the export: disk full, read-only, S3 refusing; the previous checkpoint stays valid and a rerun resumes from it).
 """
 
 import argparse
@@ -93,6 +94,7 @@ def train(cfg: PretrainConfig, local_rank: int) -> int:
     import torch.distributed as dist
 
     from usfmae.train.device import DeviceError, release_shm_allreduce, select_device
+    from usfmae.train.checkpointing import CheckpointWriteError
     from usfmae.train.engine import Trainer, TrainingStopped
     from usfmae.train.plan import make_plan
 
@@ -115,7 +117,11 @@ def train(cfg: PretrainConfig, local_rank: int) -> int:
         return 2
     except TrainingStopped as e:
         print(f"error: {e}", file=sys.stderr)
+        trainer.drain()  # the checkpoint saved before the stop, still being written
         return 3
+    except CheckpointWriteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 4
     finally:
         dist.destroy_process_group()
     return 0

@@ -74,9 +74,9 @@ def test_steps_between_sync_points_make_no_host_sync_of_ours(tmp_path, process_g
 
     settle = t.health.settle
 
-    def recorded_settle(step):
+    def recorded_settle(step, *args):
         with SyncRecorder() as rec:
-            out = settle(step)
+            out = settle(step, *args)
         per_step.setdefault(("settle", step), []).extend(rec.made_in(OURS))
         return out
 
