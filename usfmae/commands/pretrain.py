@@ -14,7 +14,9 @@
 
 Restarting with the same --output directory resumes from its latest checkpoint, on any number of ranks.
 Exit codes: 0 done (or stopped at schedule.stop_at_step), 2 configuration or set-up refused (the message
-says why), 3 training stopped (non-finite losses), 4 a peer node was lost (the message names its rank and host).
+says why), 3 training stopped (non-finite losses), 4 the run directory could not be written (a checkpoint or
+the export: disk full, read-only, S3 refusing; the previous checkpoint stays valid and a rerun resumes from it),
+5 a peer node was lost (the message names its rank and host; a rerun on the remaining nodes resumes).
 """
 
 import argparse
@@ -93,6 +95,7 @@ def train(cfg: PretrainConfig, local_rank: int) -> int:
     import torch.distributed as dist
 
     from usfmae.train.device import DeviceError, release_shm_allreduce, select_device
+    from usfmae.train.checkpointing import CheckpointWriteError
     from usfmae.train.engine import Trainer, TrainingStopped
     from usfmae.train.peers import EXIT_PEER_LOST, Heartbeat, gather_peers, lost_peer_message
     from usfmae.train.plan import make_plan
@@ -111,6 +114,7 @@ def train(cfg: PretrainConfig, local_rank: int) -> int:
     peers = gather_peers(rank)
     heartbeat = Heartbeat(peers, rank, cfg.deepspeed.heartbeat_timeout_s, (os.environ["MASTER_ADDR"],
                           int(os.environ["MASTER_PORT"]))).start() if cfg.deepspeed.heartbeat_timeout_s else None
+    trainer = None
     try:
         trainer = Trainer(cfg, rank, dist.get_world_size(), local_rank)
         trainer.build()
@@ -120,11 +124,17 @@ def train(cfg: PretrainConfig, local_rank: int) -> int:
         return 2
     except TrainingStopped as e:
         print(f"error: {e}", file=sys.stderr)
+        trainer.drain()  # the checkpoint saved before the stop, still being written
         return 3
+    except CheckpointWriteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 4
     except RuntimeError as e:  # a collective failed: name the peers that went away
         if (message := lost_peer_message(e, peers, rank)) is None:
             raise
         print(f"error: {message}", file=sys.stderr, flush=True)
+        if trainer is not None:
+            trainer.drain()  # a checkpoint gathered before the loss is still being written: the one to resume from
         os._exit(EXIT_PEER_LOST)  # tearing down a process group with a dead member can hang: leave at once
     finally:
         if heartbeat is not None:

@@ -10,7 +10,7 @@ micro-batch of any rank had a non-finite loss; under fp16 the loss scale is also
 overflow.
 
 The host learns what happened at the next sync point (a logging or checkpoint step): `settle` is one
-all-reduce of [loss sum, finite losses, one flag per step] and one read, which gives the logged loss (the
+all-reduce of [loss sum, finite losses, a vote, one flag per step] and one read, which gives the logged loss (the
 mean of every finite micro-batch loss of every rank since the last settle), the steps skipped, and the
 run of consecutive skipped steps, identical on every rank. A run of `max_bad_steps` is thus noticed, and
 training stopped, at the first sync point after it: at most logging.every_steps - 1 steps late, steps
@@ -30,6 +30,7 @@ class Settled:
     bad_in_row: int  # consecutive skipped steps up to the last one settled
     first_step: int  # the first step this settle covers
     stop_at: int | None  # the step at which max_bad_steps consecutive steps had been skipped, if any
+    vote: bool = False  # some rank voted (settle's `vote`): e.g. rank 0's clock says a checkpoint is due
 
 
 class StepHealth:
@@ -56,24 +57,27 @@ class StepHealth:
         self.flags.append(self.step_bad)
         self.step_bad = torch.zeros((), dtype=torch.bool, device=self.device)
 
-    def settle(self, step: int) -> Settled:
-        """Collective: every rank, at the same step (so every rank gets the same answer)."""
+    def settle(self, step: int, vote: bool = False) -> Settled:
+        """Collective: every rank, at the same step (so every rank gets the same answer). `vote` rides along in
+        the same all-reduce: Settled.vote is true on every rank when any rank voted."""
         flags = torch.stack(self.flags).double() if self.flags else torch.zeros(0, dtype=torch.float64,
                                                                                   device=self.device)
-        totals = torch.cat([self.loss_sum.view(1), self.finite.view(1), flags])
+        voted = torch.full((1,), float(vote), dtype=torch.float64, device=self.device)
+        totals = torch.cat([self.loss_sum.view(1), self.finite.view(1), voted, flags])
         if dist.is_initialized():
             dist.all_reduce(totals)
         values = totals.tolist()  # the host sync of this settle
         first, stop_at = self.settled_step + 1, None
-        for offset, bad in enumerate(values[2:]):
+        for offset, bad in enumerate(values[3:]):
             self.bad_in_row = self.bad_in_row + 1 if bad > 0 else 0
             if self.bad_in_row >= self.max_bad_steps and stop_at is None:
                 stop_at = first + offset
-        skipped = sum(v > 0 for v in values[2:])
+        skipped = sum(v > 0 for v in values[3:])
         self.skipped_total += skipped
         self.settled_step = step
         self._reset()
-        return Settled(values[0] / values[1] if values[1] else None, skipped, self.bad_in_row, first, stop_at)
+        return Settled(values[0] / values[1] if values[1] else None, skipped, self.bad_in_row, first, stop_at,
+                       values[2] > 0)
 
 
 def skip_non_finite_steps(optimizer: torch.optim.Optimizer):

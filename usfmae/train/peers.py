@@ -9,7 +9,7 @@ timeout (`deepspeed.timeout_minutes`, which must stay above the S3 retry budget:
 - every rank runs a daemon thread that bumps its counter on the rendezvous store (the TCPStore at
   MASTER_ADDR:MASTER_PORT, on node 0) every `heartbeat_timeout_s / 6`. Rank 0's thread watches every
   counter; a counter that stands still for `deepspeed.heartbeat_timeout_s` means that rank is lost: rank 0
-  prints which rank on which host and exits (exit code 4; its launcher then stops the node's other ranks).
+  prints which rank on which host and exits (exit code 5; its launcher then stops the node's other ranks).
   The other ranks' threads exit the same way when the store (node 0) stops answering;
 - a collective that fails because a peer closed its connection is reported with the same names.
 """
@@ -28,7 +28,7 @@ from typing import Callable
 
 import torch.distributed as dist
 
-EXIT_PEER_LOST = 4
+EXIT_PEER_LOST = 5
 KEY = "usfmae/heartbeat/{}"
 DONE = 1 << 40  # added to a rank's counter when it finishes cleanly
 RESUME_HINT = ("That node died or left the network; rerun the same command on the nodes that remain (same --output) "
