@@ -58,10 +58,6 @@ def wait(proc: subprocess.Popen, log: Path, timeout: float = 300) -> str:
     return log.read_text()
 
 
-def data_lines(run_dir: Path) -> dict[str, list[dict]]:
-    return {f.name: [json.loads(x) for x in f.read_text().splitlines()] for f in sorted((run_dir / "data").glob("*"))}
-
-
 def test_deepspeed_across_hosts_loses_a_node_resumes_on_one_and_finetunes(host_box, tmp_path):
     box = host_box
     upload(box, make_shards(tmp_path / "shards", SIZES), "data", "shards")
@@ -78,30 +74,34 @@ def test_deepspeed_across_hosts_loses_a_node_resumes_on_one_and_finetunes(host_b
     for i, proc in enumerate(local):
         text = wait(proc, logs / f"env{i}.log")
         assert proc.returncode == 2 and "error: the run directory /node/run is not shared by all ranks" in text
-        assert f"rank 1 on {box.namespace(1)}" in text
+        assert f"rank 1 on {box.namespace(1)}" in text and "put --output on S3 (--output s3://bucket/run" in text
     assert (box.node(0) / "run").is_dir() and not list((box.node(0) / "run").glob("*.jsonl"))
     assert not (box.node(1) / "run").exists()  # rank 1 looked for rank 0's file in its own /node: not there
 
-    # 2 hosts x 1 rank on a shared run directory; host 1 is killed after the first checkpoint
-    run = tmp_path / "run"
+    # 2 hosts x 1 rank, the run directory on S3; host 1 is killed after the first checkpoint
+    client = s3(box)
+    client.create_bucket(Bucket="runs")
+    run = "s3://runs/run"
     nodes = launchers(box, hostfile, [0, 1], run, logs)
-    while not (run / "checkpoints/latest").exists():
+    while not client.list_objects_v2(Bucket="runs", Prefix="run/checkpoints/latest").get("KeyCount"):
         assert nodes[0].poll() is None, (logs / "host0.log").read_text()[-4000:]
         time.sleep(0.05)
     box.kill(1)
     text = wait(nodes[0], logs / "host0.log")  # within the heartbeat bound at most, not the 30-min timeout
     assert nodes[0].returncode != 0 and nodes[1].wait() == -signal.SIGKILL
     assert f"error: lost rank 1 on {box.namespace(1)} ({box.addresses[1]})" in text
-    saved = (run / "checkpoints/latest").read_text().strip()
-    seen_2 = data_lines(run)
-    assert set(seen_2) == {"rank0.jsonl", "rank1.jsonl"}
+    stored = objects(box, "runs", "run")
+    saved = stored["checkpoints/latest"].decode().strip()
+    step = int(saved.removeprefix("step"))
+    seen_2 = [json.loads(x) for name in ("data/rank0.jsonl", "data/rank1.jsonl")
+              for x in stored[name].decode().splitlines()]  # as uploaded with the checkpoint
 
     # host 0 alone resumes from the last checkpoint and finishes the epoch, while host 1 (rebooted) fine-tunes
     # from the checkpoint the 2-host run wrote
     (tmp_path / "hostfile1").write_text(f"{box.namespace(0)} slots=1\n")
     alone = launchers(box, tmp_path / "hostfile1", [0], run, logs)[0]
     ft = box.popen(1, [BIN / "python", REPO / "launch/finetune.py", "--checkpoint",
-                       run / "checkpoints" / saved / "model.safetensors", "--data",
+                       f"{run}/checkpoints/{saved}/model.safetensors", "--data",
                        write_labeled(tmp_path / "labeled", 8, seed=3, size=64), "--output", tmp_path / "ft",
                        "--set", "epochs=1", "--set", "batch_size=8", "--set", "num_workers=0"],
                    log=logs / "ft.log", cwd=REPO)
@@ -109,16 +109,17 @@ def test_deepspeed_across_hosts_loses_a_node_resumes_on_one_and_finetunes(host_b
     assert alone.returncode == 0, text[-4000:]
     assert "[finetune] F1" in wait(ft, logs / "ft.log") and ft.returncode == 0
     assert (tmp_path / "ft/metrics.json").is_file()
-    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    stored = objects(box, "runs", "run")
+    recs = [json.loads(x) for x in stored["metrics.jsonl"].decode().splitlines()]
     resume = next(r for r in recs if r.get("event") == "resume")
-    step = int(saved.removeprefix("step"))
     assert (resume["step"], resume["saved_world_size"], resume["world_size"]) == (step, 2, 1)
-    assert recs[-1]["event"] == "end" and (run / "model.safetensors").is_file()
+    assert recs[-1]["event"] == "end" and "model.safetensors" in stored
 
-    # every sample of the epoch trained on exactly once: the 2-host run's steps up to its checkpoint, then host 0's
-    seen = [r for lines in seen_2.values() for r in lines if r["step"] < step]
-    seen += data_lines(run)["rank0.jsonl"][len(seen_2["rank0.jsonl"]):]
-    keys = Counter(k for r in seen for k in r["keys"])
+    # every sample of the epoch trained on exactly once: the 2-host run's steps up to its checkpoint, then host
+    # 0's (the last 2 micro-batches per step of its data log: 1 rank accumulates 2 x 4 images)
+    alone_seen = [json.loads(x) for x in stored["data/rank0.jsonl"].decode().splitlines()][-(13 - step) * 2:]
+    assert sorted({r["step"] for r in alone_seen}) == list(range(step, 13))
+    keys = Counter(k for r in [*(r for r in seen_2 if r["step"] < step), *alone_seen] for k in r["keys"])
     assert sum(keys.values()) == 13 * 8 and max(keys.values()) == 1
 
 

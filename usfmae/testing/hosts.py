@@ -201,9 +201,9 @@ class HostBox:
 
     def env(self, extra: dict | None = None) -> dict:
         """The environment for commands on the hosts: offline settings, fake AWS credentials, the S3 endpoint,
-        gloo/NCCL on eth0, no proxies (nothing leaves the box)."""
+        gloo/NCCL on eth0, temporary files node-local (as a node's /tmp is), no proxies (nothing leaves the box)."""
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        env.update(OFFLINE_ENV, GLOO_SOCKET_IFNAME="eth0", NCCL_SOCKET_IFNAME="eth0", **FAKE_AWS)
+        env.update(OFFLINE_ENV, GLOO_SOCKET_IFNAME="eth0", NCCL_SOCKET_IFNAME="eth0", TMPDIR=f"{NODE}/tmp", **FAKE_AWS)
         if self.s3:
             env["USFMAE_S3_ENDPOINT_URL"] = env["AWS_ENDPOINT_URL"] = self.s3_url  # ours, and boto3's own
         env.update(extra or {})
@@ -273,7 +273,7 @@ class HostBox:
             _sh("ip", "-n", ns, "link", "set", "lo", "up")
             _sh("ip", "link", "set", veth, "master", rec.bridge)
             _sh("ip", "link", "set", veth, "up")
-            (d / "node").mkdir(parents=True, exist_ok=True)
+            (d / "node/tmp").mkdir(parents=True, exist_ok=True)
             (d / "shm").mkdir(exist_ok=True)
             _sh("mount", "-t", "tmpfs", "-o", f"size={SHM_SIZE},mode=1777", "tmpfs", str(d / "shm"))
             (d / "hosts").write_text(f"127.0.0.1 localhost\n::1 localhost\n{names}")
