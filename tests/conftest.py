@@ -1,11 +1,14 @@
-"""Fixtures (plain helpers are in helpers.py): one torch thread, no network, a local Ray cluster on loopback."""
+"""Fixtures (plain helpers are in helpers.py): one torch thread, no network, a local Ray cluster on loopback,
+simulated hosts."""
 
 import os
+import signal
 import socket
 
 import pytest
 import torch
 
+from usfmae.testing.hosts import HostBox, unavailable
 from usfmae.testing.ray_local import auth_env, private_head
 
 # Ray clusters use token auth: every process the tests start shares one token (RAY_AUTH_TOKEN, or
@@ -39,3 +42,18 @@ def ray_cluster(tmp_path_factory):
     with private_head(tmp_path_factory.mktemp("ray")) as head:
         yield head.jobs
 
+
+
+@pytest.fixture
+def host_box(tmp_path, request):
+    """Two simulated hosts (network namespaces, node-local /node and /dev/shm) and S3 on the bridge; skipped
+    without root or iproute2. Torn down after the test, failed or not; a SIGTERM to pytest runs the teardown
+    too, and a SIGKILLed run is swept by the next box."""
+    if reason := unavailable():
+        pytest.skip(reason)
+    box = HostBox(2, tmp_path / "hosts")
+    request.addfinalizer(box.down)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # KeyboardInterrupt: pytest tears down
+        request.addfinalizer(lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+    return box.up()

@@ -14,10 +14,11 @@ wrote it, so a run resumes on any number of GPUs):
 and `checkpoints/latest` naming the newest complete one (a tag directory appears only once complete).
 """
 
+import hashlib
 import json
 import math
-import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,9 +100,39 @@ def load_deepspeed(ckpt_dir: str | Path, tag: str | None = None) -> dict[str, to
     return {k: v.float().contiguous() for k, v in strip_wrappers(state).items()}
 
 
+def fetch_checkpoint(ref: str | Path, endpoint_url: str | None = None) -> Path:
+    """A local path for checkpoint `ref`: itself, or for an s3:// URL the weights downloaded into a local cache.
+
+    On S3: a weights object (.safetensors, .pt, .pth), or a run's training checkpoint: one tag folder, the
+    checkpoints/ folder or the run directory (the tag `latest` names), of which model.safetensors is fetched.
+    """
+    if not str(ref).startswith("s3://"):
+        return Path(ref)
+    from .runstore import CHECKPOINTS, RunStore
+    from .shards.config import S3Config
+
+    url = str(ref).rstrip("/")
+    cache = Path(tempfile.gettempdir()) / "usfmae-checkpoints" / hashlib.sha1(url.encode()).hexdigest()[:12]
+    if Path(url).suffix in (".safetensors", ".pt", ".pth"):
+        folder, name = url.rsplit("/", 1)
+        store, candidates = RunStore(folder, cache, S3Config(endpoint_url=endpoint_url)), [name]
+    else:
+        store = RunStore(url, cache, S3Config(endpoint_url=endpoint_url))
+        candidates = [RUN_WEIGHTS]
+        for folder in ("", f"{CHECKPOINTS}/"):  # `url` is a checkpoints/ folder, or the run directory
+            tag = store.read_text(f"{folder}{LATEST}")
+            if tag is not None:
+                candidates.insert(0, f"{folder}{tag.strip()}/{RUN_WEIGHTS}")
+    for name in candidates:
+        if store.sink.get_file(name, store.local(name)):
+            return store.local(name)
+    raise CheckpointNotFound(f"checkpoint not found: {url} (no {' or '.join(store.where(c) for c in candidates)})")
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read any supported checkpoint into a flat {name: tensor} dict (CPU)."""
-    path = Path(path)
+    """Read any supported checkpoint (a local path or an s3:// URL, see fetch_checkpoint) into a flat
+    {name: tensor} dict (CPU)."""
+    path = fetch_checkpoint(path)
     if not path.exists():
         raise CheckpointNotFound(f"checkpoint not found: {path}")
     if path.is_dir():
@@ -176,7 +207,8 @@ def save_safetensors(state: dict[str, torch.Tensor], path: str | Path, metadata:
     """fp32, contiguous, atomically written (temp file then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().float().contiguous().cpu().clone() for k, v in state.items()}
+    # safetensors copies the bytes out while writing: no clone (a clone doubles a checkpoint's host memory)
+    tensors = {k: v.detach().float().contiguous().cpu() for k, v in state.items()}
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -210,7 +242,7 @@ class ExportMeta:
     @classmethod
     def read(cls, path: str | Path) -> "ExportMeta | None":
         """The metadata of a safetensors file of ours; None for other files or headers without a preset."""
-        path = Path(path)
+        path = fetch_checkpoint(path)
         if path.suffix != ".safetensors" or not path.is_file():
             return None
         meta = read_metadata(path)
@@ -233,21 +265,29 @@ def run_checkpoint_dir(path: str | Path) -> Path | None:
     return path if (path / RUN_STATE).is_file() else None
 
 
-def write_run_checkpoint(ckpt_dir: str | Path, tag: str, weights: dict[str, torch.Tensor],
+def stage_run_checkpoint(staged: str | Path, weights: dict[str, torch.Tensor],
                          moments: dict[str, dict[str, torch.Tensor]], state: dict, metadata: dict) -> Path:
-    """Write checkpoints/<tag>/ (into <tag>.tmp, then renamed) and point 'latest' at it, atomically."""
-    ckpt_dir = Path(ckpt_dir)
-    final, tmp = ckpt_dir / tag, ckpt_dir / f"{tag}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_safetensors(weights, tmp / RUN_WEIGHTS, metadata)
-    save_safetensors({f"{k}/{n}": t for k, ts in moments.items() for n, t in ts.items()}, tmp / RUN_OPTIMIZER)
-    (tmp / RUN_STATE).write_text(json.dumps(state, indent=1))
-    shutil.rmtree(final, ignore_errors=True)  # a rerun saving the same step again
-    os.replace(tmp, final)
-    pointer = ckpt_dir / f"{LATEST}.tmp"
-    pointer.write_text(tag)
-    os.replace(pointer, ckpt_dir / LATEST)  # a kill never leaves a half-written 'latest'
-    return final
+    """Write the files of a training checkpoint into the (fresh) directory `staged`, state.json last."""
+    staged = Path(staged)
+    shutil.rmtree(staged, ignore_errors=True)
+    save_safetensors(weights, staged / RUN_WEIGHTS, metadata)
+    save_safetensors({f"{k}/{n}": t for k, ts in moments.items() for n, t in ts.items()}, staged / RUN_OPTIMIZER)
+    (staged / RUN_STATE).write_text(json.dumps(state, indent=1))
+    return staged
+
+
+def write_run_checkpoint(ckpt_dir: str | Path, tag: str, weights: dict[str, torch.Tensor],
+                         moments: dict[str, dict[str, torch.Tensor]], state: dict, metadata: dict) -> str:
+    """Write <ckpt_dir>/<tag>/ (a local folder or s3:// URL) and point 'latest' at it, atomically
+    (usfmae.runstore: a kill never leaves a half-written tag or 'latest'); returns the tag's address."""
+    from .runstore import CHECKPOINTS, RunStore
+
+    ckpt_dir = str(ckpt_dir).rstrip("/")
+    if not ckpt_dir.endswith(CHECKPOINTS):
+        raise ValueError(f"{ckpt_dir}: training checkpoints live in a run directory's '{CHECKPOINTS}' folder")
+    store = RunStore(ckpt_dir[:-len(CHECKPOINTS)].rstrip("/") or ".")
+    stage_run_checkpoint(store.checkpoint_staging(tag), weights, moments, state, metadata)
+    return store.publish_checkpoint(tag)
 
 
 def read_run_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:

@@ -187,6 +187,10 @@ class DeepSpeedSection(Section):
         "Process-group timeout: a collective that waits longer (a hung or dead rank) fails the run instead of "
         "hanging it. Long side-work never holds ranks (the k-NN monitor runs beside training), and the S3 retry "
         "budget stays below it."))
+    heartbeat_timeout_s: float = Field(60.0, ge=0, description=(
+        "A rank whose heartbeat (a counter on the rendezvous store, bumped every sixth of this) stands still this "
+        "long is lost: rank 0 names it (rank, host, address) and the run stops with exit code 5, instead of "
+        "waiting out timeout_minutes in a collective (a cut network sends no reset). 0 = off."))
     activation_checkpointing: bool = Field(False, description="Recompute block activations to save memory.")
     compile: bool = Field(False, description=(
         "torch.compile the model (first steps are slow while it compiles). Checkpoints do not depend on it: a "
@@ -218,6 +222,9 @@ class CheckpointConfig(Section):
     every_steps: int = Field(1000, gt=0, description=(
         "Save a checkpoint every N optimizer steps (and at the end): full fp32 weights, AdamW moments and the "
         "data position, independent of the number of GPUs (usfmae.checkpoint)."))
+    every_minutes: float | None = Field(None, gt=0, description=(
+        "Also save when this many minutes have passed since the last save (None = steps only). Rank 0's clock "
+        "decides, at logging steps (logging.every_steps), and every rank follows: a save is collective."))
     keep_last: int = Field(3, gt=0, description="Checkpoints kept; older ones are deleted.")
     init_from: str | None = Field(None, description=(
         "Weights to start from: released USF-MAE .pt, MAE ImageNet checkpoint, or our .safetensors export."))
@@ -255,7 +262,14 @@ class LoggingConfig(Section):
 
 class PretrainConfig(Section):
     seed: int = Field(0, description="Seed for weights, masking, shard order and augmentations.")
-    output_dir: str = Field("runs/pretrain", description="Run directory: checkpoints, logs, resolved config.")
+    output_dir: str = Field("runs/pretrain", description=(
+        "Run directory: checkpoints, logs, resolved config, export. A folder every rank sees (one node, or a "
+        "filesystem all nodes mount), or s3://bucket/prefix (data.s3_endpoint_url applies), which nothing else "
+        "needs to share (usfmae.runstore)."))
+    scratch_dir: str | None = Field(None, description=(
+        "Node-local folder where an s3:// run directory's files are staged before upload (checkpoints, "
+        "metrics.jsonl between uploads); each rank uses <scratch_dir>/rank<R>. None = "
+        "$TMPDIR/usfmae-scratch/<hash of output_dir>. Unused for a local run directory."))
     data: DataConfig = Field(default_factory=DataConfig, description="Shards and loading.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="MAE architecture.")
     masking: MaskingConfig = Field(default_factory=MaskingConfig, description="Which patches are hidden.")

@@ -143,7 +143,8 @@ def test_ranks_that_do_not_share_the_run_directory_stop(tmp_path):
                     check=False)
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "is not shared by all ranks: rank 1 on" in log and "Put --output on a filesystem every node mounts" in log
+    assert "is not shared by all ranks: rank 1 on" in log and "A node-local folder cannot hold a multi-node run" in log
+    assert "--output s3://bucket/run" in log and "a filesystem every node mounts" in log  # what to use instead
     assert log.count("error: the run directory") == 2  # both ranks stop with the same message
     for rank in (0, 1):
         assert not (out / f"rank{rank}" / "metrics.jsonl").exists()  # nothing trained

@@ -99,10 +99,15 @@ def ray_map(fn, chunks):
     return ray.get([call.remote(fn, chunk) for chunk in chunks])
 
 
+def write_shard_on_node(spec, settings, sink) -> ShardResult:
+    """write_shard in a Ray task, recording the address of the node it runs on (report.json 'nodes')."""
+    return write_shard(spec, settings, sink, node=ray.util.get_node_ip_address())
+
+
 def run_shard_tasks(plan: BuildPlan) -> tuple[list[ShardResult], list[str]]:
     """One task per pending shard; prints a progress line per finished shard. Returns (results, failures)."""
     task_cfg = plan.cfg.task
-    task = ray.remote(write_shard).options(num_cpus=task_cfg.num_cpus, max_retries=task_cfg.max_retries,
+    task = ray.remote(write_shard_on_node).options(num_cpus=task_cfg.num_cpus, max_retries=task_cfg.max_retries,
                                            memory=task_cfg.memory_mb * 1024 * 1024 or None)
     refs = {task.remote(spec, plan.settings, plan.sink): spec for spec in plan.pending}
     progress = Progress(len(plan.specs), list(plan.finished.values()))

@@ -15,7 +15,9 @@
 Restarting with the same --output directory resumes from its latest checkpoint, on any number of ranks (with
 the checkpoint's global batch, or the nearest one the new world size realises: train/plan.py).
 Exit codes: 0 done (or stopped at schedule.stop_at_step), 2 configuration or set-up refused (the message
-says why), 3 training stopped (non-finite losses).
+says why), 3 training stopped (non-finite losses), 4 the run directory could not be written (a checkpoint or
+the export: disk full, read-only, S3 refusing; the previous checkpoint stays valid and a rerun resumes from it),
+5 a peer node was lost (the message names its rank and host; a rerun on the remaining nodes resumes).
 """
 
 import argparse
@@ -96,7 +98,9 @@ def train(cfg: PretrainConfig, local_rank: int) -> int:
     import torch.distributed as dist
 
     from usfmae.train.device import DeviceError, release_shm_allreduce, resolve_precision, select_device
+    from usfmae.train.checkpointing import CheckpointWriteError
     from usfmae.train.engine import Trainer, TrainingStopped
+    from usfmae.train.peers import EXIT_PEER_LOST, Heartbeat, gather_peers, lost_peer_message
     from usfmae.train.plan import make_plan
 
     try:
@@ -110,8 +114,13 @@ def train(cfg: PretrainConfig, local_rank: int) -> int:
     if device.type == "cpu":
         dist.barrier()  # every local rank has mapped its peers' all-reduce buffers: their names can go
         release_shm_allreduce()
+    rank = dist.get_rank()
+    peers = gather_peers(rank)
+    heartbeat = Heartbeat(peers, rank, cfg.deepspeed.heartbeat_timeout_s, (os.environ["MASTER_ADDR"],
+                          int(os.environ["MASTER_PORT"]))).start() if cfg.deepspeed.heartbeat_timeout_s else None
+    trainer = None
     try:
-        trainer = Trainer(cfg, dist.get_rank(), dist.get_world_size(), local_rank)
+        trainer = Trainer(cfg, rank, dist.get_world_size(), local_rank)
         trainer.build()
         trainer.train()
     except ConfigError as e:  # a setting only start-up can check (a missing folder, an unshared run dir)
@@ -119,8 +128,21 @@ def train(cfg: PretrainConfig, local_rank: int) -> int:
         return 2
     except TrainingStopped as e:
         print(f"error: {e}", file=sys.stderr)
+        trainer.drain()  # the checkpoint saved before the stop, still being written
         return 3
+    except CheckpointWriteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 4
+    except RuntimeError as e:  # a collective failed: name the peers that went away
+        if (message := lost_peer_message(e, peers, rank)) is None:
+            raise
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        if trainer is not None:
+            trainer.drain()  # a checkpoint gathered before the loss is still being written: the one to resume from
+        os._exit(EXIT_PEER_LOST)  # tearing down a process group with a dead member can hang: leave at once
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         dist.destroy_process_group()
     return 0
 

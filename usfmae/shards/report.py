@@ -13,6 +13,8 @@ report.json (for people; holds relative input paths, so keep it with the build, 
     samples, per_dataset counts, frames_read, near_duplicates (cine frames), duplicates (count),
     shards built/resumed, stale_shards (removed tars of an earlier plan, other .tar files left), leaks
     (if checked), timings.
+    nodes              {node address: [shard names]}: where each shard was written (resumed ones by the run that
+                       wrote them; "" for single-process builds)
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ def dataset_totals(results: list[ShardResult]) -> dict[str, DatasetCounts]:
             for key, value in asdict(counts).items():
                 setattr(total, key, getattr(total, key) + value)
     return dict(sorted(totals.items()))
+
+
+def shards_by_node(results: list[ShardResult]) -> dict[str, list[str]]:
+    nodes: dict[str, list[str]] = {}
+    for result in sorted(results, key=lambda r: r.name):
+        nodes.setdefault(result.node, []).append(result.name)
+    return dict(sorted(nodes.items()))
 
 
 def make_manifest(results: list[ShardResult], image_size: int) -> dict:
@@ -66,6 +75,7 @@ def make_report(results: list[ShardResult], inputs_seen: int, resumed: set[str],
         "near_duplicates": sum(c.near_duplicates for c in totals.values()),
         "duplicates": sum(c.duplicates for c in totals.values()),
         "shards": {"total": len(results), "built": len(built), "resumed": len(results) - len(built)},
+        "nodes": shards_by_node(results),
         "stale_shards": stale or {"removed": [], "left": []},
         "seconds": round(seconds, 3),
         "shard_task_seconds": round(sum(r.seconds for r in built), 3),

@@ -96,6 +96,20 @@ class LocalSink:
         """A binary stream of `name` (read to the end, then closed by the caller)."""
         return (Path(self.root) / name).open("rb")
 
+    def get_file(self, name: str, local: Path) -> bool:
+        """Copy `name` to `local` (whole or not at all); False when `name` does not exist."""
+        source = Path(self.root) / name
+        if not source.is_file():
+            return False
+        _replace_from(local, lambda tmp: shutil.copyfile(source, tmp))
+        return True
+
+    def list_tree(self, folder: str) -> list[str]:
+        """Names of every visible file under `folder`, at any depth, sorted."""
+        base = Path(self.root) / folder
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
+                      if p.is_file() and not p.name.startswith(".")) if base.is_dir() else []
+
 
 @dataclass(frozen=True)
 class S3Sink:
@@ -184,6 +198,32 @@ class S3Sink:
         client = self._client()
         return with_retries(f"reading {self.url}/{name}", lambda: client.get_object(Bucket=bucket, Key=key)["Body"],
                             self.settings.attempts)
+
+    def get_file(self, name: str, local: Path) -> bool:
+        """Download `name` to `local` with the transfer manager (whole or not at all); False when it does not exist."""
+        if self.size(name) is None:
+            return False
+        bucket, key = self._key(name)
+        with_retries(f"downloading {self.url}/{name}",
+                     lambda: _replace_from(local, lambda tmp: self._client().download_file(bucket, key, str(tmp))),
+                     self.settings.attempts)
+        return True
+
+    def list_tree(self, folder: str) -> list[str]:
+        urls = list_objects(f"{self.url}/{folder}/", self.settings.endpoint_url)
+        return sorted(u[len(self.url) + 1:] for u in urls)
+
+
+def _replace_from(local: Path, write) -> None:
+    """Call write(temp path beside `local`), then rename it to `local`: readers never see a partial file."""
+    local = Path(local)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(Path(temp_name(local.name)).name)
+    try:
+        write(tmp)
+        os.replace(tmp, local)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def open_sink(output: str, s3: S3Config | None = None) -> LocalSink | S3Sink:

@@ -71,6 +71,7 @@ class ShardResult:
     source_keys: list[str] = field(default_factory=list)  # content keys of source frames (leak checks)
     seconds: float = 0.0
     cleaning_seconds: float = 0.0
+    node: str = ""  # the address of the node that wrote it (given by the driver's task wrapper; "" without one)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -149,11 +150,11 @@ def shard_failure(spec: ShardSpec, err: BaseException) -> str:
             f"{named_inputs(spec)}")
 
 
-def write_shard(spec: ShardSpec, settings: FrameSettings, sink: LocalSink | S3Sink) -> ShardResult:
+def write_shard(spec: ShardSpec, settings: FrameSettings, sink: LocalSink | S3Sink, node: str = "") -> ShardResult:
     """Build shard `spec` and publish it to `sink`, then its done-marker. Bad inputs are listed in
-    `rejects` with their reason; the shard is still written (possibly empty)."""
+    `rejects` with their reason; the shard is still written (possibly empty). `node` names where this runs."""
     start = time.perf_counter()
-    result = ShardResult(spec.name, 0, 0, "", spec.fingerprint)
+    result = ShardResult(spec.name, 0, 0, "", spec.fingerprint, node=node)
     tmp = sink.staging_dir() / Path(temp_name(spec.name)).name
     try:
         write_samples(spec, settings, tmp, result)

@@ -15,6 +15,7 @@ stream goes on from epoch to epoch.
 import json
 import math
 import sys
+import time
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -25,16 +26,18 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from ..checkpoint import load_into, run_checkpoint_dir, save_safetensors
+from ..checkpoint import fetch_checkpoint, load_into, save_safetensors
 from ..config import ConfigError, PretrainConfig, save_resolved
 from ..data.cache import ShardCache
+from ..runstore import CHECKPOINTS, RunStore, default_scratch
+from ..shards.config import S3Config
 from ..data.epoch import Segment, seed_of
 from ..data.fetch import ShardFetch
 from ..data.stream import PretrainStream, StreamPlan, worker_init
 from ..data.transforms import normalize_batch, pretrain_transform
 from ..model import create_model
 from ..model.masking import get_masking
-from .checkpointing import CKPT_DIR, RunCheckpoints
+from .checkpointing import RunCheckpoints, resume_tag
 from .compiling import compile_model
 from .agreement import agree
 from .device import cpu_threads, loader_workers, param_dtype, resolve_precision, select_device
@@ -49,6 +52,7 @@ from .rundir import check_shared_run_dir
 from ..optim import lr_at
 
 EXPORT_NAME = "model.safetensors"
+METRICS, TENSORBOARD = "metrics.jsonl", "tensorboard"
 
 
 class TrainingStopped(RuntimeError):
@@ -89,8 +93,10 @@ class Trainer:
             self.threads, self.threads_from = cpu_threads(cfg.deepspeed.cpu_threads)
             torch.set_num_threads(self.threads)
         self.precision = resolve_precision(cfg.deepspeed.precision, self.dev)
-        self.run_dir = Path(cfg.output_dir)
-        self.ckpt_dir = self.run_dir / CKPT_DIR
+        # on S3, this rank's files live in node-local scratch until uploaded (usfmae.runstore)
+        scratch = Path(cfg.scratch_dir) if cfg.scratch_dir else default_scratch(cfg.output_dir)
+        self.store = RunStore(cfg.output_dir, scratch / f"rank{rank}", S3Config(endpoint_url=cfg.data.s3_endpoint_url))
+        self.run_dir = self.store.root  # where this rank writes the run directory's files
         self.plan = make_plan(cfg, world_size)
         self.splan = StreamPlan(self.plan.sources, self.plan.counts, cfg.seed, cfg.data.shuffle_buffer)
         self.ds_conf = build_ds_config(cfg, world_size, self.precision)
@@ -102,6 +108,7 @@ class Trainer:
         self.segment = self._fresh_segment(0)
         self.last_full: FullState | None = None
         self.data_faults, self.data_faults_seen = [], set()  # since the last record; warned about
+        self.last_save_time = time.monotonic()  # rank 0's clock for checkpoint.every_minutes
         if cfg.logging.knn_every:
             _check_knn_data(cfg.logging.knn_data)
 
@@ -117,15 +124,25 @@ class Trainer:
 
     def build(self) -> None:
         cfg, p = self.cfg, self.plan
-        check_shared_run_dir(self.run_dir, self.rank)  # before anything is written or read there
-        self.logger = MetricsLogger(self.run_dir, cfg.logging.tensorboard, self.is_main)
-        self.data_log = self.run_dir / "data" / f"rank{self.rank}.jsonl" if cfg.logging.data_log else None
-        if self.data_log is not None:
+        store = self.store
+        check_shared_run_dir(store, self.rank)  # before anything is written or read there
+        self.resume_from = resume_tag(store, self.rank)  # rank 0's decision, the same on every rank
+        self.logs = [METRICS, TENSORBOARD] if self.is_main else []  # what this rank appends to: uploaded (S3)
+        if cfg.logging.data_log:
+            self.logs.append(f"data/rank{self.rank}.jsonl")
+            self.data_log = store.local(self.logs[-1])
             self.data_log.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            self.data_log = None
+        for name in self.logs:
+            if name != TENSORBOARD:  # S3: the run's log so far, to go on appending to
+                store.restore(name)
+        self.logger = MetricsLogger(self.run_dir, cfg.logging.tensorboard, self.is_main)
         torch.manual_seed(cfg.seed)
         model = self._new_model()
-        if cfg.checkpoint.init_from and run_checkpoint_dir(self.ckpt_dir) is None:
-            self.print(str(load_into(model, cfg.checkpoint.init_from, verbose=False)))
+        if cfg.checkpoint.init_from and self.resume_from is None:
+            init = fetch_checkpoint(cfg.checkpoint.init_from, cfg.data.s3_endpoint_url)
+            self.print(str(load_into(model, init, verbose=False)))
         if cfg.deepspeed.activation_checkpointing:
             model.set_grad_checkpointing(True)
         self.masking = partial(get_masking(cfg.masking.strategy), **cfg.masking.strategy_kwargs())
@@ -144,7 +161,7 @@ class Trainer:
         if self.engine.zero_optimization_stage() == 0:  # the one stage at which DeepSpeed would apply a NaN step
             skip_non_finite_steps(optimizer)
         self.state_io = EngineState(self.engine, model)
-        self.checkpoints = RunCheckpoints(cfg, p, self.ckpt_dir, self.state_io, model, self.fixed, self.is_main)
+        self.checkpoints = RunCheckpoints(cfg, p, store, self.state_io, model, self.fixed, self.is_main)
         self.knn = BackgroundKnn(self._new_model, cfg.logging.knn_data, self.device, cfg.seed) \
             if self.is_main and cfg.logging.knn_every else None
         self.print(f"model {cfg.model.preset}: {n_params / 1e6:.2f}M parameters, "
@@ -163,6 +180,7 @@ class Trainer:
                        f"{d.s3_timeout_s:g} s; {cache}")
         if self.is_main:
             save_resolved(cfg, self.run_dir)
+            store.publish("config.yaml")
         self.logger.log({"event": "start", "params": n_params, "flops_per_image": self.fwd_flops,
                          "device": self.device_type, "precision": self.precision, "torch_threads": self.threads,
                          "zero_stage": self.engine.zero_optimization_stage(),
@@ -181,7 +199,7 @@ class Trainer:
         return self.raw_model.patch_embed.img_size[0]
 
     def _maybe_resume(self) -> None:
-        loaded = self.checkpoints.load()
+        loaded = self.checkpoints.load(self.resume_from)
         if loaded is None:
             return
         state = loaded.state
@@ -196,7 +214,7 @@ class Trainer:
         saved_world = state["plan"]["world_size"]
         self.print(f"resumed from {loaded.path}: step {self.step}, epoch {saved.epoch}, saved on {saved_world} "
                    f"rank(s), now {self.world}")
-        self.logger.log({"event": "resume", "step": self.step, "epoch": saved.epoch, "checkpoint": str(loaded.path),
+        self.logger.log({"event": "resume", "step": self.step, "epoch": saved.epoch, "checkpoint": loaded.path,
                          "saved_world_size": saved_world, "world_size": self.world,
                          "new_layout": self.segment != saved, "state_digest": held if self.is_main else None})
 
@@ -270,14 +288,13 @@ class Trainer:
                 imgs, pred, mask = self._micro_step(*next(data), micro)
             self.step += 1
             self.health.end_step()
-            if self._sync_due():
-                self._log_step(lr)
+            timed = self._log_step(lr) if self._sync_due() else False
             self._side_work(imgs, pred, mask)
             if self.step == cfg.schedule.stop_at_step and self.step < p.total_steps:
                 self.save()
                 self.print(f"stopped after step {self.step} (schedule.stop_at_step); rerun to continue")
                 return self.close({"steps": self.step, "stopped": True})
-            if self.step % cfg.checkpoint.every_steps == 0 and self.step < p.total_steps:
+            if (self.step % cfg.checkpoint.every_steps == 0 or timed) and self.step < p.total_steps:
                 self.save()
         self.save()
         return self.finish()
@@ -308,6 +325,15 @@ class Trainer:
         settled = self.health.settle(self.step, self.data_counts)
         skipped_samples, faults = settled.counts
         self._log_data_faults(skipped_samples, faults)
+    def _save_due_by_clock(self) -> bool:
+        """Rank 0's vote: checkpoint.every_minutes have passed since the last save (or the start)."""
+        minutes = self.cfg.checkpoint.every_minutes
+        return self.is_main and minutes is not None and time.monotonic() - self.last_save_time >= minutes * 60
+
+    def _log_step(self, lr: float) -> bool:
+        """Collective: settle the losses and skipped steps since the last record, stop or log; true when rank 0's
+        clock says a checkpoint is due (its vote rides in the settle's all-reduce: every rank agrees)."""
+        settled = self.health.settle(self.step, self._save_due_by_clock())
         if settled.skipped:
             self.print(f"steps {settled.first_step}-{self.step}: {settled.skipped} skipped (non-finite loss), "
                        f"{settled.bad_in_row} in a row now")
@@ -315,7 +341,7 @@ class Trainer:
             raise TrainingStopped(
                 f"{self.cfg.checkpoint.max_bad_steps} consecutive non-finite losses at step {settled.stop_at} (read "
                 f"at step {self.step}: losses are read at logging and checkpoint steps); stopping. The last good "
-                f"checkpoint is kept in {self.ckpt_dir}. Lower optimizer.lr or check the data.")
+                f"checkpoint is kept in {self.store.where(CHECKPOINTS)}. Lower optimizer.lr or check the data.")
         p, timing = self.plan, self.window.close()  # after the settle's host sync: the device has done the steps
         grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
         record = {"step": self.step, "epoch": self.segment.epoch, "loss": settled.loss, "lr": lr,
@@ -330,14 +356,16 @@ class Trainer:
         loss = "n/a (none finite)" if settled.loss is None else f"{settled.loss:.4f}"
         self.print(f"step {self.step}/{p.total_steps} epoch {self.segment.epoch} loss {loss} lr {lr:.3g} "
                    f"{timing['images_per_s']:.1f} img/s")
+        return settled.vote
 
     def _side_work(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> None:
         """Reconstruction grids and the k-NN monitor: rank 0 only, never a collective; timed apart."""
         every, knn = self.cfg.logging.image_grid_every, self.cfg.logging.knn_every
         if self.is_main and every and self.step % every == 0:
+            name = f"images/step{self.step:08d}.png"
             with self.window.side_work("image_grid"):
-                save_reconstruction_grid(self.raw_model, imgs, pred, mask,
-                                         self.run_dir / "images" / f"step{self.step:08d}.png")
+                save_reconstruction_grid(self.raw_model, imgs, pred, mask, self.store.local(name))
+                self.checkpoints.write(f"uploading {self.store.where(name)}", lambda: self.store.publish(name))
         if self.knn is None:
             return
         self._log_knn(self.knn.poll())
@@ -366,32 +394,61 @@ class Trainer:
         return {"segment": asdict(seg), "micro_done": done, "fingerprint": self.plan.data_fingerprint}
 
     def save(self) -> str:
-        """Collective: every rank sends its partitions; rank 0 writes checkpoints/stepN/."""
+        """Collective: every rank sends its partitions; rank 0's writer thread writes checkpoints/stepN/ (and,
+        on S3, uploads the logs) while training goes on."""
         tag = f"step{self.step:08d}"
         with self.window.side_work("checkpoint"):
-            self.last_full = self.checkpoints.save(tag, {"step": self.step, "skipped_total": self.health.skipped_total,
-                                                         "data": self._data_state(), "precision": self.precision})
-            self.print(f"saved checkpoint {self.ckpt_dir / tag}")
-            dist.barrier()
+            if self.is_main:
+                self.logger.flush()
+            uploads = self.store.snapshot(self.logs)  # S3: the logs as of this checkpoint
+            state = {"step": self.step, "skipped_total": self.health.skipped_total, "data": self._data_state(),
+                     "precision": self.precision}
+            full = self.checkpoints.save(tag, state, then=uploads)
+            if self.is_main:
+                self.last_full = full
+            else:
+                uploads()
+        self.last_save_time = time.monotonic()
         return tag
 
     def finish(self) -> dict:
-        """After the last collective: rank 0 writes the export and runs the last k-NN measurement."""
+        """Collective, after the last save: rank 0 writes the export; every rank waits for rank 0's writes (and
+        stops if one failed); rank 0 runs the last k-NN measurement."""
         out = {"steps": self.step, "skipped_steps": self.health.skipped_total}
         if self.is_main:
-            path = save_safetensors(self.checkpoints.model_tensors(self.last_full), self.run_dir / EXPORT_NAME,
-                                    self.checkpoints.metadata(self.step))
-            self.print(f"wrote fp32 model {path}")
-            out["model"] = str(path)
+            tensors, meta = self.checkpoints.model_tensors(self.last_full), self.checkpoints.metadata(self.step)
+            path = self.store.local(EXPORT_NAME)
+            self.checkpoints.write(f"writing the export {self.store.where(EXPORT_NAME)}",
+                                   lambda: (save_safetensors(tensors, path, meta), self.store.publish(EXPORT_NAME)))
+            out["model"] = self.store.where(EXPORT_NAME)
+        self.checkpoints.settle()
+        if self.is_main:
+            self.print(f"wrote fp32 model {out['model']}")
             if self.knn is not None:
                 self._log_knn(self.knn.join())
                 self.knn.submit(self.raw_model, self.step, self.segment.epoch)
                 self._log_knn(self.knn.join())
         return self.close(out)
 
+    def drain(self) -> None:
+        """Rank 0, when training stops early: let the writer finish what it was given (a failure is printed)."""
+        if self.is_main and getattr(self, "checkpoints", None) is not None:
+            try:
+                self.checkpoints.writer.wait()
+            except RuntimeError as e:
+                print(f"error: {e}", file=sys.stderr)
+
     def close(self, out: dict) -> dict:
+        """Collective: wait for rank 0's writes, log the end, and (S3) upload the logs a last time."""
+        self.checkpoints.settle()
         if self.knn is not None:
             self._log_knn(self.knn.join())
         self.logger.log({"event": "end", **out})
         self.logger.close()
+        uploads = self.store.snapshot(self.logs)
+        if self.is_main:
+            self.checkpoints.write("uploading the logs", uploads)
+            self.checkpoints.writer.wait()
+        else:
+            uploads()
         return out

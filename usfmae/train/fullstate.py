@@ -18,6 +18,9 @@ import torch.nn as nn
 
 MOMENTS = ("exp_avg", "exp_avg_sq")
 LOSS_SCALER_FIELDS = ("cur_scale", "cur_iter", "last_overflow_iter", "cur_hysteresis")
+# Elements per reduce in gather: 32 Mi fp32 (128 MiB of device memory at a time); ViT-B's 112M parameters
+# take 4 buckets per kind instead of one reduce per tensor (~250 per kind).
+BUCKET_NUMEL = 32 * 1024 * 1024
 
 
 @dataclass
@@ -55,31 +58,52 @@ class EngineState:
         data = flat.detach() if key is None else self.adam.state.get(flat, {}).get(key)
         return None if data is None else data.narrow(0, m.hp_fragment_address.start, m.hp_fragment_address.numel)
 
-    def _full(self, p: nn.Parameter, key: str | None, dst: int) -> torch.Tensor:
-        """The full fp32 tensor, on rank `dst` (a sum of disjoint fragments over the ranks)."""
-        src = self._source(p, key)
-        if not self.partitioned:
-            return (src if src is not None else torch.zeros_like(p)).detach().float().cpu().clone()
-        buf = torch.zeros(p.numel(), dtype=torch.float32, device=self._flat(p).device if src is not None
-                          else torch.device(self.engine.device))
-        if src is not None:
-            lp = p._hp_mapping.lp_fragment_address
-            buf.narrow(0, lp.start, lp.numel).copy_(src)
-        dist.reduce(buf, dst=dst)
-        return buf.view(p.shape).cpu()
+    def _buckets(self) -> list[list[tuple[str, nn.Parameter]]]:
+        """The trainable parameters in order, grouped into runs of at most BUCKET_NUMEL elements (one per
+        parameter larger than that): the unit of one reduce."""
+        buckets, size = [[]], 0
+        for name, p in self.named:
+            if buckets[-1] and size + p.numel() > BUCKET_NUMEL:
+                buckets.append([])
+                size = 0
+            buckets[-1].append((name, p))
+            size += p.numel()
+        return [b for b in buckets if b]
+
+    def _gather_kind(self, key: str | None, dst: int) -> dict[str, torch.Tensor]:
+        """Full fp32 tensors of one kind (weights: None, or a moment) on rank `dst`, {} elsewhere.
+
+        Partitioned: each bucket is a flat fp32 buffer of its parameters, every rank fills in its fragments
+        (disjoint) and one reduce sums them on `dst`, the only rank that copies to the host."""
+        out, is_dst = {}, dist.get_rank() == dst
+        if not self.partitioned:  # every rank holds the full tensors: only `dst` copies them
+            if is_dst:
+                for name, p in self.named:
+                    src = self._source(p, key)
+                    out[name] = (src if src is not None else torch.zeros_like(p)).detach().float().cpu().clone()
+            return out
+        device = torch.device(self.engine.device)  # where the flat fp32 partitions live
+        for bucket in self._buckets():
+            buf = torch.zeros(sum(p.numel() for _, p in bucket), dtype=torch.float32, device=device)
+            offset = 0
+            for _, p in bucket:
+                src = self._source(p, key)
+                if src is not None:
+                    lp = p._hp_mapping.lp_fragment_address
+                    buf.narrow(0, offset + lp.start, lp.numel).copy_(src)
+                offset += p.numel()
+            dist.reduce(buf, dst=dst)
+            if is_dst:  # one copy per tensor, each owning its memory (safetensors refuses views of one buffer)
+                for (name, p), t in zip(bucket, buf.split([q.numel() for _, q in bucket])):
+                    out[name] = t.view(p.shape).to("cpu", copy=True)
+        return out
 
     # ------------------------------------------------------------------ public
     def gather(self, dst: int = 0) -> FullState:
         """Collective: every rank calls it; rank `dst` gets the tensors, the others an empty FullState."""
-        out = FullState(moments={k: {} for k in MOMENTS})
-        for name, p in self.named:
-            w = self._full(p, None, dst)
-            moments = {k: self._full(p, k, dst) for k in MOMENTS}
-            if dist.get_rank() == dst:
-                out.weights[name] = w
-                for k in MOMENTS:
-                    out.moments[k][name] = moments[k]
-        out.adam_step = self.adam_step()
+        weights = self._gather_kind(None, dst)
+        moments = {k: self._gather_kind(k, dst) for k in MOMENTS}
+        out = FullState(weights, moments, self.adam_step())
         scaler = getattr(self.engine.optimizer, "loss_scaler", None)
         out.loss_scaler = {f: getattr(scaler, f) for f in LOSS_SCALER_FIELDS if hasattr(scaler, f)}
         return out

@@ -10,7 +10,8 @@ micro-batch of any rank had a non-finite loss; under fp16 the loss scale is also
 overflow.
 
 The host learns what happened at the next sync point (a logging or checkpoint step): `settle` is one
-all-reduce of [loss sum, finite losses, the caller's counts, one flag per step] and one read, which gives the logged loss (the
+all-reduce of [loss sum, finite losses, a vote, the caller's counts, one flag per step] and one read, which gives
+the logged loss (the
 mean of every finite micro-batch loss of every rank since the last settle), the steps skipped, and the
 run of consecutive skipped steps, identical on every rank. A run of `max_bad_steps` is thus noticed, and
 training stopped, at the first sync point after it: at most logging.every_steps - 1 steps late, steps
@@ -31,6 +32,7 @@ class Settled:
     first_step: int  # the first step this settle covers
     stop_at: int | None  # the step at which max_bad_steps consecutive steps had been skipped, if any
     counts: list[int]  # the caller's counts (settle's `counts`) summed over the ranks
+    vote: bool = False  # some rank voted (settle's `vote`): e.g. rank 0's clock says a checkpoint is due
 
 
 class StepHealth:
@@ -57,28 +59,31 @@ class StepHealth:
         self.flags.append(self.step_bad)
         self.step_bad = torch.zeros((), dtype=torch.bool, device=self.device)
 
-    def settle(self, step: int, counts: torch.Tensor | None = None) -> Settled:
+    def settle(self, step: int, counts: torch.Tensor | None = None, vote: bool = False) -> Settled:
         """Collective: every rank, at the same step (so every rank gets the same answer). `counts`: float64 [n] on
-        the device, this rank's numbers to sum over the ranks in the same all-reduce (the engine's data faults)."""
+        the device, this rank's numbers to sum over the ranks in the same all-reduce (the engine's data faults);
+        `vote` rides along too: Settled.vote is true on every rank when any rank voted."""
         flags = torch.stack(self.flags).double() if self.flags else torch.zeros(0, dtype=torch.float64,
                                                                                   device=self.device)
         extra = counts if counts is not None else flags[:0]
-        totals = torch.cat([self.loss_sum.view(1), self.finite.view(1), extra, flags])
+        voted = torch.full((1,), float(vote), dtype=torch.float64, device=self.device)
+        totals = torch.cat([self.loss_sum.view(1), self.finite.view(1), voted, extra, flags])
         if dist.is_initialized():
             dist.all_reduce(totals)
         values = totals.tolist()  # the host sync of this settle
         n = len(extra)
-        summed, values = [int(v) for v in values[2:2 + n]], values[:2] + values[2 + n:]
+        summed, step_flags = [int(v) for v in values[3:3 + n]], values[3 + n:]
         first, stop_at = self.settled_step + 1, None
-        for offset, bad in enumerate(values[2:]):
+        for offset, bad in enumerate(step_flags):
             self.bad_in_row = self.bad_in_row + 1 if bad > 0 else 0
             if self.bad_in_row >= self.max_bad_steps and stop_at is None:
                 stop_at = first + offset
-        skipped = sum(v > 0 for v in values[2:])
+        skipped = sum(v > 0 for v in step_flags)
         self.skipped_total += skipped
         self.settled_step = step
         self._reset()
-        return Settled(values[0] / values[1] if values[1] else None, skipped, self.bad_in_row, first, stop_at, summed)
+        return Settled(values[0] / values[1] if values[1] else None, skipped, self.bad_in_row, first, stop_at, summed,
+                       values[2] > 0)
 
 
 def skip_non_finite_steps(optimizer: torch.optim.Optimizer):

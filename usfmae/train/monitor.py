@@ -76,6 +76,11 @@ class MetricsLogger:
                     # keys with their own group ("knn/knn_accuracy") keep it; the rest go under pretrain/
                     self.tb.add_scalar(k if "/" in k else f"pretrain/{k}", v, record["step"])
 
+    def flush(self) -> None:
+        """Everything logged so far on disk (metrics.jsonl is written per record; TensorBoard buffers)."""
+        if self.tb is not None:
+            self.tb.flush()
+
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()

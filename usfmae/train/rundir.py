@@ -1,20 +1,19 @@
-"""The run directory every rank must share: proved at start-up, and pruned of old checkpoints.
+"""The run directory every rank must share, proved at start-up.
 
-Checkpoints, `latest`, resuming and the final export all assume one directory seen by every rank (a
-shared filesystem: NFS, Lustre, FSx, GPFS). With node-local disks only node 0 would see `latest`, and the
-other nodes would start from scratch while node 0 resumes. So before training, rank 0 writes a fresh
-nonce into the run directory and every rank reads it back from its own view of `--output`.
+Checkpoints, `latest`, resuming and the final export assume one run directory seen by every rank: a
+shared filesystem (NFS, Lustre, FSx, GPFS) or S3 (usfmae.runstore). With node-local disks only node 0 would
+see `latest`, and the other nodes would start from scratch while node 0 resumes. So before training, rank 0
+writes a fresh nonce into the run directory and every rank reads it back through its own view of
+`--output` (on S3: proving that every rank reaches the bucket with its own endpoint and credentials).
 """
 
-import os
 import secrets
-import shutil
 import socket
-from pathlib import Path
 
 import torch.distributed as dist
 
 from ..config import ConfigError
+from ..runstore import RunStore
 
 NONCE_FILE = ".shared-run-dir-check"
 
@@ -23,37 +22,32 @@ class RunDirError(ConfigError):
     """Ranks do not share the run directory; the message lists the ranks and hosts that did not see it."""
 
 
-def check_shared_run_dir(run_dir: Path, rank: int) -> None:
+def check_shared_run_dir(store: RunStore, rank: int) -> None:
     """Collective: every rank proves it sees the run directory rank 0 writes to; all raise RunDirError if not."""
-    nonce = [secrets.token_hex(16) if rank == 0 else None]
-    dist.broadcast_object_list(nonce, src=0)
-    path = run_dir / NONCE_FILE
+    nonce = [secrets.token_hex(16) if rank == 0 else None, None]
     if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(nonce[0])
-        os.replace(tmp, path)
-    dist.barrier()
+        try:
+            store.write_text(NONCE_FILE, nonce[0])
+        except Exception as e:  # noqa: BLE001 - OSError or S3Error: every rank must stop with it
+            nonce[1] = f"rank 0 on {socket.gethostname()} cannot write {store.where(NONCE_FILE)}: {type(e).__name__}: {e}"
+    dist.broadcast_object_list(nonce, src=0)
+    if nonce[1] is not None:
+        raise RunDirError(f"the run directory {store.where()} is not writable: {nonce[1]}")
     try:
-        seen = path.read_text().strip() == nonce[0]
-    except OSError:
-        seen = False
+        seen, why = store.read_text(NONCE_FILE) == nonce[0], "does not see what rank 0 wrote"
+    except Exception as e:  # noqa: BLE001 - an unreachable endpoint is reported like a missing file
+        seen, why = False, f"{type(e).__name__}: {e}"
     views = [None] * dist.get_world_size()
-    dist.all_gather_object(views, (rank, socket.gethostname(), str(run_dir.resolve()), seen))
+    where = store.where() if store.remote else str(store.root.resolve())
+    dist.all_gather_object(views, (rank, socket.gethostname(), where, seen, why))
     missing = [v for v in views if not v[3]]
-    if missing:
-        who = ", ".join(f"rank {r} on {host} ({where})" for r, host, where, _ in missing)
-        raise RunDirError(f"the run directory {run_dir} is not shared by all ranks: {who} cannot see what rank 0 "
-                          f"wrote to {views[0][2]}/{NONCE_FILE}. Put --output on a filesystem every node mounts at "
-                          "the same path (NFS, Lustre, FSx, GPFS): checkpoints, resuming and the export need it")
-
-
-def prune_checkpoints(ckpt_dir: Path, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` checkpoints (and leftovers of interrupted saves)."""
-    tags = sorted(d for d in ckpt_dir.iterdir() if d.is_dir() and d.name.startswith("step"))
-    for d in tags:
-        if d.name.endswith(".tmp"):
-            shutil.rmtree(d, ignore_errors=True)
-    done = [d for d in tags if not d.name.endswith(".tmp")]
-    for old in done[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    if not missing:
+        return
+    who = "; ".join(f"rank {r} on {host} ({at}): {reason}" for r, host, at, _, reason in missing)
+    if store.remote:
+        raise RunDirError(f"the run directory {store.where()} is not reachable from all ranks: {who}. Every node needs "
+                          "the same S3 endpoint (data.s3_endpoint_url or $USFMAE_S3_ENDPOINT_URL) and credentials")
+    raise RunDirError(f"the run directory {store.where()} is not shared by all ranks: {who} at "
+                      f"{views[0][2]}/{NONCE_FILE}. A node-local folder cannot hold a multi-node run: put --output "
+                      "on S3 (--output s3://bucket/run; nothing else needs sharing) or on a filesystem every node "
+                      "mounts at the same path (NFS, Lustre, FSx, GPFS): checkpoints, resuming and the export need it")

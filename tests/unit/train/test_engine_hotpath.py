@@ -10,7 +10,6 @@ import torch
 
 import usfmae
 from usfmae.config import ConfigError, PretrainConfig, load_config
-from usfmae.ports import free_port
 from usfmae.train.device import cpu_threads
 from usfmae.train.health import StepHealth, skip_non_finite_steps
 
@@ -19,22 +18,6 @@ from shardutil import damage, make_shards
 from syncutil import SyncRecorder
 
 OURS = os.path.dirname(usfmae.__file__) + os.sep  # calls asked for by the usfmae package (not DeepSpeed's)
-
-
-@pytest.fixture(scope="module")
-def process_group():
-    """A one-rank gloo group in this process (what the deepspeed launcher sets up for one CPU rank)."""
-    import deepspeed
-    import torch.distributed as dist
-
-    port = free_port()
-    saved = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-    deepspeed.init_distributed(dist_backend="gloo", verbose=False)
-    yield
-    dist.destroy_process_group()
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def trainer(tmp_path, *sets, shards=None):
@@ -75,9 +58,9 @@ def test_steps_between_sync_points_make_no_host_sync_of_ours(tmp_path, process_g
 
     settle = t.health.settle
 
-    def recorded_settle(step, *counts):
+    def recorded_settle(step, *args):
         with SyncRecorder() as rec:
-            out = settle(step, *counts)
+            out = settle(step, *args)
         per_step.setdefault(("settle", step), []).extend(rec.made_in(OURS))
         return out
 
@@ -165,7 +148,7 @@ def test_fp16_scales_the_loss_skips_an_overflow_step_and_resumes_its_scaler(tmp_
     assert type(t.engine.optimizer).__name__ == "DeepSpeedZeroOptimizer"
     t.train()
     trainer(tmp_path, *sets).train()
-    saved = {s: read_run_checkpoint(t.ckpt_dir / f"step{s:08d}") for s in range(2, 6)}
+    saved = {s: read_run_checkpoint(tmp_path / "run" / "checkpoints" / f"step{s:08d}") for s in range(2, 6)}
     state, scaler = {s: saved[s][0] for s in saved}, {s: saved[s][0]["loss_scaler"] for s in saved}
     assert [state[s]["adam_step"] for s in range(2, 6)] == [2, 2, 3, 4]  # step 3 skipped, the rest stepped
     assert all(torch.equal(saved[3][1][k], saved[2][1][k]) for k in saved[2][1])

@@ -8,7 +8,8 @@ import pytest
 from usfmae.commands.pretrain import dry_run
 from usfmae.config import PretrainConfig, load_config
 from usfmae.data.epoch import Segment, merge, total
-from usfmae.train.checkpointing import CKPT_DIR, RunCheckpoints, keep_saved_batch
+from usfmae.runstore import CHECKPOINTS, RUN_FILES, RunStore
+from usfmae.train.checkpointing import RunCheckpoints, keep_saved_batch
 from usfmae.train.plan import make_plan
 
 from shardutil import make_shards
@@ -82,9 +83,11 @@ def test_a_new_micro_batch_takes_exactly_the_positions_left():
 
 def _saved_run(tmp_path, cfg, world):
     plan = make_plan(cfg, world)
-    tag = tmp_path / "run" / CKPT_DIR / "step00000010"
+    tag = tmp_path / "run" / CHECKPOINTS / "step00000010"
     tag.mkdir(parents=True)
     (tag / "state.json").write_text(json.dumps({"plan": plan.summary(), "data": {"fingerprint": plan.data_fingerprint}}))
+    for name in RUN_FILES:  # a complete checkpoint to the store's eyes; only state.json is read here
+        (tag / name).touch(exist_ok=True)
     (tag.parent / "latest").write_text(tag.name)
     return plan, tag
 
@@ -94,7 +97,8 @@ def test_a_resume_at_another_realisable_batch_keeps_the_schedule(tmp_path, shard
                       [f"data.shards=[{shards}]", "data.epoch_samples=374192", f"output_dir={tmp_path / 'run'}"])
     saved, tag = _saved_run(tmp_path, cfg, 32)
     here = make_plan(cfg, 24)
-    RunCheckpoints(cfg, here, tag.parent, None, None, {}, True).check_resumable(json.loads((tag / "state.json").read_text()), tag)
+    RunCheckpoints(cfg, here, RunStore(tmp_path / "run"), None, None, {}, True).check_resumable(
+        json.loads((tag / "state.json").read_text()), str(tag))
     out = capsys.readouterr().out
     assert "global batch 4104 on 24 rank(s), 4096 when step00000010 was saved" in out and "total_steps" not in out
     assert (here.total_steps, here.warmup_steps) == (saved.total_steps, saved.warmup_steps)
