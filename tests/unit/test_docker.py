@@ -171,3 +171,16 @@ def test_copied_paths_exist_and_pass_the_dockerignore(dockerfile):
         for src in sources.split():
             assert (REPO / src).exists(), f"{dockerfile.name} copies {src}, which is not in the repository"
             assert src.rstrip("/") in included, f"{src} is excluded by .dockerignore"
+
+
+def test_ci_builds_and_runs_the_images_after_the_suite_where_podman_can():
+    """`make docker-test` runs after `make test` (whose time limit is its own), and only where the script's
+    --check says podman can run; both scripts parse."""
+    ci = "\n".join(line for line in (REPO / ".ci/run").read_text().splitlines() if not line.startswith("#"))
+    assert ci.index("make test") < ci.index("if reason=$(bash docker/test_images.sh --check)") < \
+        ci.index("make docker-test")
+    assert 'echo "skipping make docker-test: $reason"' in ci
+    assert "bash docker/test_images.sh" in (REPO / "Makefile").read_text()
+    for script in ("docker/test_images.sh", "docker/pipeline_smoke.sh"):
+        proc = subprocess.run(["bash", "-n", str(REPO / script)], capture_output=True, text=True)
+        assert proc.returncode == 0, f"{script}: {proc.stderr}"
