@@ -117,7 +117,7 @@ cleanup() {
   rm -rf "$WORK"
   local df_after
   df_after=$(df -BM --output=used "$(dirname "$WORK")" | tail -n 1 | tr -dc 0-9)
-  say "images: ${SIZES:-none built}"
+  say "images: ${SIZES:-not measured (stopped before both were built)}"
   say "disk: peak ${PEAK_MB} MB under $(dirname "$WORK"); after clean-up $((df_after - DF_BEFORE)) MB more" \
       "used than before (other processes on the machine included)"
   say "time: $((SECONDS - START)) s; $([ $rc = 0 ] && echo passed || echo "FAILED (exit $rc)")"
