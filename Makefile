@@ -1,11 +1,12 @@
-# usfmae: `make demo` (set-up + the whole pipeline on sample data), `make test` (the test suite).
+# usfmae: `make demo` (set-up + the whole pipeline on sample data), `make test` (the test suite),
+# `make docker-test` (both Docker images built with podman here and run offline: docker/README.md).
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast setup tesseract bench clean
+.PHONY: demo test test-fast docker-test setup tesseract bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,6 +38,9 @@ test: setup
 
 test-fast: setup
 	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q -m "not slow"
+
+docker-test:
+	bash docker/test_images.sh
 
 clean:
 	rm -rf demo_out runs .pytest_cache
