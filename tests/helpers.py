@@ -44,3 +44,14 @@ def real_set(name: str) -> Path:
     if not folder.is_dir():
         pytest.skip(f"real data set {name} not found at {folder} (development machines only; never copied here)")
     return folder
+
+
+def checkpoint_digest(path):
+    """Digest of a tiny-preset run checkpoint's trained weights and AdamW state (train.fullstate.digest)."""
+    from usfmae.checkpoint import read_run_checkpoint
+    from usfmae.model import create_model
+    from usfmae.train.fullstate import FullState, digest
+
+    state, weights, moments = read_run_checkpoint(path)
+    trainable = {n for n, p in create_model("mae_vit_tiny_patch8").named_parameters() if p.requires_grad}
+    return digest(FullState({n: weights[n] for n in trainable}, moments, state["adam_step"]))

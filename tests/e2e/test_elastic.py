@@ -18,9 +18,8 @@ from usfmae.model import create_model
 from usfmae.model.pos_embed import sincos_2d
 from usfmae.ports import free_port
 from usfmae.train.device import cpu_supports
-from usfmae.train.fullstate import FullState, digest
 
-from helpers import BIN, REPO, cpu_ranks_run, run
+from helpers import BIN, REPO, checkpoint_digest, cpu_ranks_run, run
 from shardutil import make_shards
 
 SIZES = [40, 7, 23, 3, 31, 2]  # 106 samples, deliberately uneven
@@ -39,12 +38,6 @@ def pretrain(ranks, shards, out, *sets, script="launch/pretrain.py", check=True,
 
 def records(run_dir):
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def checkpoint_digest(path):
-    state, weights, moments = read_run_checkpoint(path)
-    trainable = {n for n, p in create_model("mae_vit_tiny_patch8").named_parameters() if p.requires_grad}
-    return digest(FullState({n: weights[n] for n in trainable}, moments, state["adam_step"]))
 
 
 @pytest.mark.slow

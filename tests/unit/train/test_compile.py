@@ -16,9 +16,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from usfmae.model import create_model, get_masking
 from usfmae.train.compiling import compile_model
-from test_elastic import checkpoint_digest
 
-from helpers import BIN, REPO, run
+from helpers import BIN, REPO, checkpoint_digest, run
 from shardutil import make_shards
 
 
