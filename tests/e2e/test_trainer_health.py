@@ -2,7 +2,6 @@
 checkpoint.max_bad_steps, read at the next sync point. (Non-finite losses skipped on every rank at each ZeRO
 stage and precision: tests/e2e/test_elastic.py, in the same launcher runs as resume and export.)"""
 
-import json
 import os
 import subprocess
 

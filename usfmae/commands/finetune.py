@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from usfmae.config import ConfigError, flag_overrides, load_config, save_resolved
-from usfmae.finetune import DistEnv, FinetuneConfig, init_distributed, run_finetune, shutdown, table2_from_runs
+from usfmae.finetune import FinetuneConfig, init_distributed, run_finetune, shutdown, table2_from_runs
 from usfmae.finetune.registry import DOWNSTREAM, MODELS
 from usfmae.finetune.segmentation import run as segmentation_run
 

@@ -226,7 +226,7 @@ class RunCheckpoints:
                               "plan.batch_split)")
         if self.is_main and saved["global_batch_size"] != p.global_batch:
             print(f"[usfmae] note: global batch {p.global_batch} on {p.world_size} rank(s), "
-                  f"{saved['global_batch_size']} when {path.name} was saved: {p.batch.note}", flush=True)
+                  f"{saved['global_batch_size']} when {path.rsplit('/', 1)[-1]} was saved: {p.batch.note}", flush=True)
         keys = ("total_steps", "warmup_steps") + (("peak_lr",) if saved["global_batch_size"] == p.global_batch else ())
         for key in keys:
             if saved[key] != p.summary()[key] and self.is_main:

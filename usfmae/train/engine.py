@@ -320,11 +320,6 @@ class Trainer:
         return (step % cfg.logging.every_steps == 0 or step % cfg.checkpoint.every_steps == 0
                 or step in (self.plan.total_steps, cfg.schedule.stop_at_step))
 
-    def _log_step(self, lr: float) -> None:
-        """Collective: settle the losses and skipped steps since the last record, stop or log."""
-        settled = self.health.settle(self.step, self.data_counts)
-        skipped_samples, faults = settled.counts
-        self._log_data_faults(skipped_samples, faults)
     def _save_due_by_clock(self) -> bool:
         """Rank 0's vote: checkpoint.every_minutes have passed since the last save (or the start)."""
         minutes = self.cfg.checkpoint.every_minutes
@@ -333,7 +328,9 @@ class Trainer:
     def _log_step(self, lr: float) -> bool:
         """Collective: settle the losses and skipped steps since the last record, stop or log; true when rank 0's
         clock says a checkpoint is due (its vote rides in the settle's all-reduce: every rank agrees)."""
-        settled = self.health.settle(self.step, self._save_due_by_clock())
+        settled = self.health.settle(self.step, self.data_counts, self._save_due_by_clock())
+        skipped_samples, faults = settled.counts
+        self._log_data_faults(skipped_samples, faults)
         if settled.skipped:
             self.print(f"steps {settled.first_step}-{self.step}: {settled.skipped} skipped (non-finite loss), "
                        f"{settled.bad_in_row} in a row now")

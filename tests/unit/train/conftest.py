@@ -7,9 +7,10 @@ import pytest
 from usfmae.ports import free_port
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def process_group():
-    """A one-rank gloo group in this process (what the deepspeed launcher sets up for one CPU rank)."""
+    """A one-rank gloo group in this process (what the deepspeed launcher sets up for one CPU rank), once per
+    session: DeepSpeed keeps groups of the first one it saw, so a second group in the same process is refused."""
     import deepspeed
     import torch.distributed as dist
 
