@@ -2,7 +2,8 @@
 
     store = RunStore(cfg.output_dir, scratch=node_local_dir, s3=S3Config(endpoint_url=...))
     path = store.local("metrics.jsonl")        # where this process writes the file
-    store.publish("metrics.jsonl", keep=True)  # S3: upload a copy; a local run directory: nothing to do
+    store.publish("config.yaml")               # S3: upload it; a local run directory: nothing to do
+    upload = store.snapshot(["metrics.jsonl"]) # a copy of a file still being appended to, uploaded by upload()
 
 Locally `local(name)` is the file in the run directory itself, written atomically by its writer. S3 cannot
 append or rename, so on S3 every file is written under node-local scratch and uploaded whole (boto3's
@@ -18,6 +19,7 @@ and a killed writer leaves at most an unnamed leftover, which the next prune rem
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -29,6 +31,7 @@ from .shards.config import S3Config
 from .shards.sink import S3Sink, open_sink, temp_name
 
 CHECKPOINTS = "checkpoints"
+_SNAPSHOTS = itertools.count()  # one name per snapshot: a snapshot's upload may still run when the next is taken
 RUN_FILES = (RUN_WEIGHTS, RUN_OPTIMIZER, RUN_STATE)  # upload order: state.json last marks a complete tag
 
 
@@ -81,7 +84,7 @@ class RunStore:
         copies = []
         for name in names:
             for f, rel in self._files(name):
-                snap = f.with_name(Path(temp_name(f.name)).name)
+                snap = f.with_name(f"{Path(temp_name(f.name)).name}.{next(_SNAPSHOTS)}")
                 shutil.copyfile(f, snap)
                 copies.append((snap, rel))
         return lambda: [self.sink.put_file(snap, rel) for snap, rel in copies] and None

@@ -14,13 +14,13 @@ import boto3
 import pytest
 import ray
 import webdataset as wds
-from moto.server import ThreadedMotoServer
 
 from usfmae.commands import build_shards  # the entry point, run in-process against the module's Ray
 from usfmae.data import s3 as s3mod
 from usfmae.data.sources import resolve
 from usfmae.io import printable
 from usfmae.ports import free_port
+from usfmae.testing.s3proxy import moto_endpoint
 from usfmae.shards.build import run_local
 from usfmae.shards.config import BuildConfig, S3Config
 from usfmae.shards.sink import S3Sink, open_sink
@@ -55,13 +55,8 @@ def local_ray(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def moto_url(local_ray):
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_endpoint() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from werkzeug.serving import make_server
 from usfmae.checkpoint import read_run_checkpoint
 from usfmae.data.s3 import ENDPOINT_ENV
 from usfmae.ports import free_port
+from usfmae.testing.s3proxy import empty_moto
 
 from helpers import BIN, REPO, run
 from shardutil import make_shards
@@ -60,6 +61,7 @@ def s3(monkeypatch):
         monkeypatch.setenv(key, value)
     server = HoldingS3()
     try:
+        empty_moto(server.url)
         boto3.client("s3", endpoint_url=server.url).create_bucket(Bucket="runs")
         yield server
     finally:

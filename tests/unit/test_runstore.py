@@ -6,11 +6,11 @@ import boto3
 import pytest
 import torch
 import torch.multiprocessing as mp
-from moto.server import ThreadedMotoServer
 from safetensors.torch import load_file
 
 from usfmae.checkpoint import CheckpointNotFound, fetch_checkpoint, read_run_checkpoint, stage_run_checkpoint
 from usfmae.ports import free_port
+from usfmae.testing.s3proxy import moto_endpoint
 from usfmae.runstore import RunStore
 from usfmae.shards.config import S3Config
 
@@ -21,13 +21,9 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 def moto_url():
     saved = {k: os.environ.get(k) for k in CREDENTIALS}
     os.environ.update(CREDENTIALS)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=url).create_bucket(Bucket="runs")
-    yield url
-    server.stop()
+    with moto_endpoint() as url:
+        boto3.client("s3", endpoint_url=url).create_bucket(Bucket="runs")
+        yield url
     for k, v in saved.items():
         os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from usfmae.netguard import OFFLINE_ENV
 from usfmae.ports import free_port
+from usfmae.testing.s3proxy import moto_endpoint
 
 RECORDS = Path("/run/usfmae-hosts")
 NODE = Path("/node")  # the node-local folder's path on every host
@@ -180,7 +181,7 @@ class HostBox:
         self.rec = Record(f"usf{os.getpid()}{chr(97 + next(_serial) % 26)}", os.getpid(), str(Path(root).resolve()),
                           "", hosts, _started(os.getpid()))
         self.s3 = s3
-        self.s3_server = None
+        self.s3_server = contextlib.ExitStack()  # moto's server, stopped by down()
         self.procs: list[subprocess.Popen] = []
 
     # -- what tests use
@@ -279,16 +280,11 @@ class HostBox:
             (d / "hosts").write_text(f"127.0.0.1 localhost\n::1 localhost\n{names}")
 
     def _start_s3(self) -> None:
-        from moto.server import ThreadedMotoServer
-
         self.s3_port = free_port()
-        self.s3_server = ThreadedMotoServer(ip_address=self.rec.bridge_address, port=self.s3_port)
-        self.s3_server.start()
+        self.s3_server.enter_context(moto_endpoint(self.rec.bridge_address, self.s3_port))
 
     def down(self) -> None:
-        if self.s3_server is not None:
-            self.s3_server.stop()
-            self.s3_server = None
+        self.s3_server.close()
         tear_down(self.rec)
         for proc in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):

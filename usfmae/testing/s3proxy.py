@@ -11,14 +11,39 @@
 benchmarks only: it listens on 127.0.0.1 and forwards to the one upstream it is given.
 """
 
+import contextlib
 import http.client
 import threading
 import time
+import urllib.request
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 ERRORS = {500: "InternalError", 503: "SlowDown"}
+
+
+def empty_moto(url: str) -> None:
+    """Delete every bucket of moto's server at `url`. Every moto server started in one process (a
+    ThreadedMotoServer) serves the same in-process backend, so a test starts from an empty S3 only this way."""
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy of the environment
+    direct.open(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=30).close()
+
+
+@contextlib.contextmanager
+def moto_endpoint(address: str = "127.0.0.1", port: int = 0):
+    """moto's real HTTP S3 server on `address`, empty at the start; yields its URL and stops it after."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address=address, port=port, verbose=False)
+    server.start()
+    try:
+        host, bound = server.get_host_and_port()
+        url = f"http://{host}:{bound}"
+        empty_moto(url)
+        yield url
+    finally:
+        server.stop()
 CHUNK = 64 * 1024
 
 

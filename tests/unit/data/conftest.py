@@ -7,16 +7,13 @@ import pytest
 
 @pytest.fixture(scope="session")
 def moto_s3():
-    from moto.server import ThreadedMotoServer
+    from usfmae.testing.s3proxy import moto_endpoint
 
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_endpoint() as url:
+        yield url
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)
