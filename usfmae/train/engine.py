@@ -105,6 +105,7 @@ class Trainer:
         self.workers = max(1, self.loader_workers)  # streams per rank (0 workers: one, in-process)
         self.is_main = rank == 0
         self.step = self.skipped_total = self.micro_done = 0  # skipped_total: as of the last checkpoint loaded
+        self.samples_base = (0, 0)  # (step, samples seen by then): a resume at another global batch counts on
         self.segment = self._fresh_segment(0)
         self.last_full: FullState | None = None
         self.data_faults, self.data_faults_seen = [], set()  # since the last record; warned about
@@ -204,6 +205,7 @@ class Trainer:
             return
         state = loaded.state
         self.step, self.skipped_total = state["step"], state["skipped_total"]
+        self.samples_base = (self.step, state.get("samples_seen", self.step * state["plan"]["global_batch_size"]))
         saved = Segment(**{**state["data"]["segment"],
                            "remaining": tuple(tuple(x) for x in state["data"]["segment"]["remaining"])})
         self.segment, self.micro_done = saved, state["data"]["micro_done"]
@@ -320,6 +322,11 @@ class Trainer:
         return (step % cfg.logging.every_steps == 0 or step % cfg.checkpoint.every_steps == 0
                 or step in (self.plan.total_steps, cfg.schedule.stop_at_step))
 
+    def _samples_seen(self) -> int:
+        """Images trained on since the run began, over every global batch it has had."""
+        step, seen = self.samples_base
+        return seen + (self.step - step) * self.plan.global_batch
+
     def _save_due_by_clock(self) -> bool:
         """Rank 0's vote: checkpoint.every_minutes have passed since the last save (or the start)."""
         minutes = self.cfg.checkpoint.every_minutes
@@ -343,7 +350,7 @@ class Trainer:
         grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
         record = {"step": self.step, "epoch": self.segment.epoch, "loss": settled.loss, "lr": lr,
                   "grad_norm": grad_norm if math.isfinite(grad_norm) else None, **timing,
-                  "samples_seen": self.step * p.global_batch, "skipped_steps": self.health.skipped_total,
+                  "samples_seen": self._samples_seen(), "skipped_steps": self.health.skipped_total,
                   "data/skipped_samples": skipped_samples}
         if (u := mfu(self.fwd_flops, timing["images_per_s"], self.world, self.precision)) is not None:
             record["mfu"] = u
@@ -399,7 +406,7 @@ class Trainer:
                 self.logger.flush()
             uploads = self.store.snapshot(self.logs)  # S3: the logs as of this checkpoint
             state = {"step": self.step, "skipped_total": self.health.skipped_total, "data": self._data_state(),
-                     "precision": self.precision}
+                     "precision": self.precision, "samples_seen": self._samples_seen()}
             full = self.checkpoints.save(tag, state, then=uploads)
             if self.is_main:
                 self.last_full = full

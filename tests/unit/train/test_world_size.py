@@ -115,3 +115,31 @@ def test_a_run_without_a_fixed_global_batch_keeps_its_saved_one(tmp_path, shards
     plan = make_plan(resumed, 24)
     assert (plan.global_batch, plan.batch.rule, plan.total_steps) == (2064, "nearest", saved.total_steps)
     assert plan.peak_lr == pytest.approx(1.5e-4 * 2064 / 256)
+
+
+def test_samples_seen_counts_on_over_a_resume_at_another_global_batch(tmp_path, process_group):
+    """2 steps of 8 images, then a resume at a global batch of 12: 16 + 12 after step 3, in metrics and state."""
+    from usfmae.checkpoint import read_run_checkpoint
+    from usfmae.train.engine import Trainer
+
+    from helpers import REPO
+
+    data = make_shards(tmp_path / "shards", [24, 24])
+
+    def run(*sets):
+        cfg = load_config(PretrainConfig, REPO / "configs/pretrain_tiny.yaml",
+                          [f"data.shards=[{data}]", f"output_dir={tmp_path / 'run'}", "deepspeed.device=cpu",
+                           "deepspeed.micro_batch_size=4", "deepspeed.cpu_threads=1", "logging.tensorboard=false",
+                           "logging.image_grid_every=0", "logging.every_steps=1", "checkpoint.every_steps=1",
+                           "schedule.max_steps=4", *sets])
+        trainer = Trainer(cfg, 0, 1)
+        trainer.build()
+        trainer.train()
+
+    run("deepspeed.global_batch_size=8", "schedule.stop_at_step=2")
+    run("deepspeed.global_batch_size=12", "schedule.stop_at_step=3")
+    seen = {r["step"]: r["samples_seen"] for r in map(json.loads, (tmp_path / "run/metrics.jsonl").open())
+            if "samples_seen" in r}
+    assert seen == {1: 8, 2: 16, 3: 28}
+    state, _, _ = read_run_checkpoint(tmp_path / "run" / CHECKPOINTS / "step00000003")
+    assert state["samples_seen"] == 28
