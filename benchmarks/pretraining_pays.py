@@ -174,7 +174,8 @@ def pretrain(arm: str, work: Path, args, shards: Path, monitor: Path) -> Path:
     sets = [*ENCODERS[arm], f"deepspeed.micro_batch_size={args.batch}", f"logging.knn_every={args.knn_every}",
             f"logging.knn_data={monitor}", f"logging.image_grid_every={max(1, args.steps // 3)}"]
     cmd = [BIN / "deepspeed", "--num_gpus", 1, "--master_port", free_port(), REPO / "launch/pretrain.py",
-           "--config", PRETRAIN_CONFIG, "--shards", shards, "--output", out, "--max-steps", args.steps]
+           "--config", PRETRAIN_CONFIG, "--shards", shards, "--output", out, "--max-steps", args.steps,
+           *(["--cpu"] if args.cpu else [])]
     say(f"pretraining {arm}: {args.steps} steps of {args.batch} ({' '.join(ENCODERS[arm])}); log {out}.log")
     run(cmd + [x for s in sets for x in ("--set", s)], out.with_suffix(".log"))
     return out / "model.safetensors"
@@ -441,6 +442,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--monitor-per-class", type=int, default=150, help="pretraining monitor set per class")
     ap.add_argument("--steps", type=int, default=3000, help="pretraining optimizer steps per encoder")
     ap.add_argument("--batch", type=int, default=64, help="pretraining batch (one rank)")
+    ap.add_argument("--cpu", action=argparse.BooleanOptionalAction, default=not torch.cuda.is_available(),
+                    help="pretrain on a CPU rank (default: when there is no GPU; the launcher never falls back)")
     ap.add_argument("--knn-every", type=int, default=250, help="monitor every N pretraining steps")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0], help="label fractions")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (subset, head, order)")
