@@ -193,7 +193,9 @@ TORCH_ARGS=()
 [ -n "${USFMAE_TORCH_INDEX_URL:-}" ] && TORCH_ARGS+=(--build-arg "TORCH_INDEX_URL=$USFMAE_TORCH_INDEX_URL")
 # chroot isolation and the host network: the build needs no namespaces beyond podman's own and reaches the
 # indexes the host reaches; --layers=false commits each image once (nothing is cached between runs anyway).
+# --format docker: the Dockerfiles' SHELL (bash -o pipefail) is kept (the OCI format has no SHELL).
 BUILD=(limited "${PODMAN[@]}" build --isolation chroot --network host --pull=never --force-rm --layers=false
+       --format docker
        "${ULIMITS[@]}" "${MOUNTS[@]}" "${TORCH_ARGS[@]}" --build-arg "BASE_IMAGE=$BASE")
 
 t=$SECONDS
