@@ -13,8 +13,9 @@ take one optimizer step, so that AdamW's moments exist. Then, alternating in eac
               host), then rank 0's writer thread writes and publishes the checkpoint (usfmae.runstore) while
               the ranks go on; the next save first waits for it. Between saves the ranks sleep --train-s seconds,
               a stand-in for GPU steps, which leave the host free for the writer.
-Reported per path: stall per save (the slowest rank's, median over rounds), and for background the write's own
-duration. Prints one JSON document.
+Reported per path: stall per save (the slowest rank's, median over rounds), rank 0's parts of it (gather; write
+and barrier, or waiting for the previous write), and for background the write's own duration. Prints one JSON
+document.
 """
 
 import argparse
@@ -94,6 +95,7 @@ def rank_main(rank: int, port: int, args, out_dir: str, results) -> None:
     writer = BackgroundWriter() if rank == 0 else None
     stalls: dict[str, list[float]] = {"sync": [], "background": []}
     writes: list[float] = []
+    parts: dict[str, list[dict]] = {"sync": [], "background": []}
 
     def write(tag, full):
         t0 = time.perf_counter()
@@ -106,10 +108,13 @@ def rank_main(rank: int, port: int, args, out_dir: str, results) -> None:
         dist.barrier()
         t0 = time.perf_counter()
         weights, moments = sync_gather(state_io)
+        t1 = time.perf_counter()
         if rank == 0:
             sync_write(Path(out_dir) / "sync" / "checkpoints", f"step{r:08d}", weights, moments)
         dist.barrier()
-        stalls["sync"].append(time.perf_counter() - t0)
+        t2 = time.perf_counter()
+        parts["sync"].append({"gather": t1 - t0, "write_and_barrier": t2 - t1})
+        stalls["sync"].append(t2 - t0)
         del weights, moments
 
         dist.barrier()
@@ -118,19 +123,22 @@ def rank_main(rank: int, port: int, args, out_dir: str, results) -> None:
         if writer is not None:
             writer.wait()  # the previous save's write (RunCheckpoints.settle)
         dist.broadcast_object_list(outcome, src=0)
+        t1 = time.perf_counter()
         full = state_io.gather()
         if writer is not None:
             writer.submit(f"step{r}", lambda tag=f"step{r:08d}", full=full: write(tag, full))
-        stalls["background"].append(time.perf_counter() - t0)
+        t2 = time.perf_counter()
+        parts["background"].append({"wait_for_previous_write": t1 - t0, "gather": t2 - t1})
+        stalls["background"].append(t2 - t0)
         del full
         time.sleep(args.train_s)
     if writer is not None:
         writer.wait()
     gathered = [None, None]
-    dist.all_gather_object(gathered, stalls)
+    dist.all_gather_object(gathered, (stalls, parts))
     if rank == 0:
-        slowest = {k: [max(a, b) for a, b in zip(gathered[0][k], gathered[1][k])] for k in stalls}
-        results.put({"stall_s": slowest, "background_write_s": writes})
+        slowest = {k: [max(a, b) for a, b in zip(gathered[0][0][k], gathered[1][0][k])] for k in stalls}
+        results.put({"stall_s": slowest, "rank0_parts_s": parts, "background_write_s": writes})
     dist.destroy_process_group()
 
 
@@ -162,6 +170,8 @@ def main() -> None:
                       "checkpoint_bytes": size, "train_s_between_saves": args.train_s, "rounds": args.rounds,
                       "stall_per_save_s": {k: {"median": round(med[k], 3), "each": [round(x, 3) for x in v]}
                                            for k, v in res["stall_s"].items()},
+                      "rank0_parts_s": {k: [{n: round(x, 3) for n, x in d.items()} for d in v]
+                                        for k, v in res["rank0_parts_s"].items()},
                       "background_write_s": [round(x, 3) for x in res["background_write_s"]],
                       "stall_ratio_sync_over_background": round(med["sync"] / med["background"], 1)}, indent=1))
 

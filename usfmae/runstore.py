@@ -59,8 +59,10 @@ class RunStore:
         return f"{self.url}/{name}" if name else self.url
 
     def local(self, name: str) -> Path:
-        """Where this process writes (and reads back) `name`."""
-        return self.root / name
+        """Where this process writes (and reads back) `name` (its folder is created)."""
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     # ------------------------------------------------------------------ plain files
     def _files(self, name: str) -> list[tuple[Path, str]]:

@@ -7,6 +7,9 @@
     # several nodes: a hostfile lists 'host slots=N' lines; --output on a filesystem every node shares
     deepspeed --hostfile hostfile launch/pretrain.py --config configs/pretrain_vitb16_throughput.yaml --shards s3://bucket/openus46 \\
         --output /shared/runs/usfmae
+    # several nodes sharing nothing but S3: the run directory on S3 too
+    deepspeed --hostfile hostfile launch/pretrain.py --config configs/pretrain_vitb16.yaml --shards s3://bucket/openus46 \\
+        --output s3://bucket/runs/usfmae
     # CPU ranks (tests, demo): asked for explicitly
     deepspeed --num_gpus 2 launch/pretrain.py --cpu --config configs/pretrain_tiny.yaml --shards shards/demo
     # the plan at 64 ranks, without training: one JSON object
