@@ -156,10 +156,6 @@ class Segment:
         steps = total(remaining) // (micro_batch * accum * world)  # the rest is the epoch's dropped tail
         return cls(epoch, tuple(map(tuple, remaining)), world, max(1, workers), micro_batch, steps * accum)
 
-    def layout(self) -> dict:
-        return {"world": self.world, "workers": self.workers, "micro_batch": self.micro_batch,
-                "micro_batches": self.micro_batches}
-
     def stream_batches(self, worker: int, upto: int | None = None) -> int:
         """Micro-batches stream `worker` (of any rank) makes among the first `upto` (default all)."""
         return len(range(worker, self.micro_batches if upto is None else upto, self.workers))
