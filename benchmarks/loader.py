@@ -19,7 +19,7 @@ a DataLoader worker), with the paper's augmentations, batches of 64:
                      gray storage)
   library_torchvision  data.augment=torchvision: the v2 composition on the uint8 tensor instead of the fused warp
   library_seeding_all_backends  the library, its per-image seed set with torch.manual_seed as before: that also
-                     seeds CUDA, XPU and MTIA, each lazily with a stack trace when unused (the stream now seeds
+                     seeds CUDA, XPU and MTIA, each lazily with a stack trace when unused (the stream seeds
                      only the CPU generator it draws from)
   previous_library   the library path before the fused loader, rebuilt here: PIL decode to RGB, v2 rotation,
                      flips, resized crop, ToDtype and Normalize per image, a float stack (RGB shards)
@@ -33,9 +33,9 @@ batch, at the first batch of each epoch and in between, with DataLoader workers 
 shards through a simulated object store (each shard read sleeps its size / --read-mbps: one S3 GET stream) and
 a consumer that spends --compute-ms per batch as a training step would:
   before   a new DataLoader per epoch (workers started again) over a stream that reads a window when it needs
-           it: the engine before this change
+           it (the baseline)
   after    one DataLoader for the run over the Trainer's stream (epoch after epoch), each source's next window
-           (of this epoch or the next) read in the background: the engine now
+           (of this epoch or the next) read in the background: the engine's loader
 Variants alternate epoch runs; the waits are wall-clock seconds.
 Prints one JSON document.
 """
