@@ -31,7 +31,7 @@ from ..config import ConfigError, PretrainConfig, save_resolved
 from ..data.cache import ShardCache
 from ..runstore import CHECKPOINTS, RunStore, default_scratch
 from ..shards.config import S3Config
-from ..data.epoch import Segment, seed_of
+from ..data.epoch import RngTag, Segment, seed_of
 from ..data.fetch import ShardFetch
 from ..data.stream import PretrainStream, StreamPlan, worker_init
 from ..data.transforms import normalize_batch, pretrain_transform
@@ -71,7 +71,7 @@ def _check_knn_data(path: str) -> None:
 
 def _step_seed(seed: int, step: int, micro: int, rank: int) -> int:
     """Seed of one micro-step's masking draws on one rank: the same at any resume point."""
-    return seed_of(seed, step, micro, rank, 5)
+    return seed_of(seed, step, micro, rank, RngTag.MASKING)
 
 
 def seed_generator(device: torch.device, seed: int) -> None:
