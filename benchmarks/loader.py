@@ -305,7 +305,7 @@ def waits(batches: Iterable, count: int, compute_s: float) -> list[float]:
 def stall_runs(shards: list, args) -> tuple[dict[str, list[float]], int]:
     """Per variant, the wait for every batch of its runs (--stall-epochs epochs each); batches per epoch."""
     n, size, workers = sum(s.samples for s in shards), DEFAULT_IMAGE_SIZE, args.stall_workers
-    splan = StreamPlan([shards], [n], seed=0, shuffle_buffer=args.stall_buffer)
+    stream_plan = StreamPlan([shards], [n], seed=0, shuffle_buffer=args.stall_buffer)
     segment = lambda e: Segment.start(e, ((0, n),), 1, workers, args.batch, 1)  # noqa: E731
     per_epoch = segment(0).micro_batches
 
@@ -314,10 +314,10 @@ def stall_runs(shards: list, args) -> tuple[dict[str, list[float]], int]:
 
     def before() -> list[float]:  # a loader per epoch, no read-ahead
         return [w for e in range(args.stall_epochs) for w in waits(loader(PretrainStream(
-            splan, segment(e), pretrain_transform(size), read_ahead=False)), per_epoch, args.compute_ms / 1000)]
+            stream_plan, segment(e), pretrain_transform(size), read_ahead=False)), per_epoch, args.compute_ms / 1000)]
 
     def after() -> list[float]:  # one loader, epoch after epoch, windows read ahead
-        return waits(loader(PretrainStream(splan, segment(0), pretrain_transform(size), accum=1)),
+        return waits(loader(PretrainStream(stream_plan, segment(0), pretrain_transform(size), accum=1)),
                      per_epoch * args.stall_epochs, args.compute_ms / 1000)
 
     runs: dict[str, list[float]] = {"before": [], "after": []}
