@@ -15,8 +15,8 @@ a DataLoader worker), with the paper's augmentations, batches of 64:
                      workers hand to the Trainer, which normalises them once per batch on the training device
   library+normalise  the same, then transforms.normalize_batch here on the CPU: normalised float [64, 3, 224, 224]
                      like the authors' (the cost when the training device is the CPU)
-  library_rgb_shards the library on shards of the first format (every image an RGB PNG: builds made before
-                     gray storage)
+  library_rgb_shards the library on RGB shards (every image a 3-channel PNG, which the stream reads as well as
+                     the builder's 1-channel ones)
   library_torchvision  data.augment=torchvision: the v2 composition on the uint8 tensor instead of the fused warp
   library_seeding_all_backends  the library, its per-image seed set with torch.manual_seed as before: that also
                      seeds CUDA, XPU and MTIA, each lazily with a stack trace when unused (the stream seeds

@@ -39,3 +39,7 @@ def main(argv=None) -> int:
             {"source": ins.source, "total": ins.total, "datasets": ins.datasets, "problems": ins.problems,
              "shards": [vars(s) for s in ins.shards]}, indent=2))
     return 1 if ins.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -134,7 +134,7 @@ def test_gray_shards_give_one_channel_batches_and_mixed_batches_three(tmp_path, 
     got = batches(plan([gray]), segment(12, batch=4), augment="fused")
     assert all(x.shape == (4, 1, 32, 32) and x.dtype == torch.uint8 for x, _ in got)
     assert normalize_batch(got[0][0]).shape == (4, 3, 32, 32)
-    # the same images stored gray or RGB (first shard format) give the same pixels
+    # the same images stored gray or RGB (3-channel PNGs) give the same pixels
     rgb = resolve(str(make_shards(tmp_path / "c", [6, 6], size=64, prefix="g")))
     same = batches(plan([rgb]), segment(12, batch=4), augment="fused")
     for (g, gi), (c, ci) in zip(got, same):
