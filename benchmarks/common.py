@@ -84,7 +84,7 @@ def stored_png(data: bytes, name: str, storage: str) -> bytes:
 
     storage='builder': re-encoded as preprocessing/build_shards.py writes samples (usfmae.shards.samples.
     encode_png: a 1-channel PNG when R == G == B, else RGB; the same pixels once replicated);
-    storage='rgb': the file's own RGB PNG bytes (the first shard format, which old builds hold)."""
+    storage='rgb': the file's own RGB PNG bytes (3-channel shards, which the stream reads too)."""
     if storage == "rgb":
         return data
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)

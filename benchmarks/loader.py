@@ -15,11 +15,11 @@ a DataLoader worker), with the paper's augmentations, batches of 64:
                      workers hand to the Trainer, which normalises them once per batch on the training device
   library+normalise  the same, then transforms.normalize_batch here on the CPU: normalised float [64, 3, 224, 224]
                      like the authors' (the cost when the training device is the CPU)
-  library_rgb_shards the library on shards of the first format (every image an RGB PNG: builds made before
-                     gray storage)
+  library_rgb_shards the library on RGB shards (every image a 3-channel PNG, which the stream reads as well as
+                     the builder's 1-channel ones)
   library_torchvision  data.augment=torchvision: the v2 composition on the uint8 tensor instead of the fused warp
   library_seeding_all_backends  the library, its per-image seed set with torch.manual_seed as before: that also
-                     seeds CUDA, XPU and MTIA, each lazily with a stack trace when unused (the stream now seeds
+                     seeds CUDA, XPU and MTIA, each lazily with a stack trace when unused (the stream seeds
                      only the CPU generator it draws from)
   previous_library   the library path before the fused loader, rebuilt here: PIL decode to RGB, v2 rotation,
                      flips, resized crop, ToDtype and Normalize per image, a float stack (RGB shards)
@@ -33,9 +33,9 @@ batch, at the first batch of each epoch and in between, with DataLoader workers 
 shards through a simulated object store (each shard read sleeps its size / --read-mbps: one S3 GET stream) and
 a consumer that spends --compute-ms per batch as a training step would:
   before   a new DataLoader per epoch (workers started again) over a stream that reads a window when it needs
-           it: the engine before this change
+           it (the baseline)
   after    one DataLoader for the run over the Trainer's stream (epoch after epoch), each source's next window
-           (of this epoch or the next) read in the background: the engine now
+           (of this epoch or the next) read in the background: the engine's loader
 Variants alternate epoch runs; the waits are wall-clock seconds.
 Prints one JSON document.
 """
@@ -305,7 +305,7 @@ def waits(batches: Iterable, count: int, compute_s: float) -> list[float]:
 def stall_runs(shards: list, args) -> tuple[dict[str, list[float]], int]:
     """Per variant, the wait for every batch of its runs (--stall-epochs epochs each); batches per epoch."""
     n, size, workers = sum(s.samples for s in shards), DEFAULT_IMAGE_SIZE, args.stall_workers
-    splan = StreamPlan([shards], [n], seed=0, shuffle_buffer=args.stall_buffer)
+    stream_plan = StreamPlan([shards], [n], seed=0, shuffle_buffer=args.stall_buffer)
     segment = lambda e: Segment.start(e, ((0, n),), 1, workers, args.batch, 1)  # noqa: E731
     per_epoch = segment(0).micro_batches
 
@@ -314,10 +314,10 @@ def stall_runs(shards: list, args) -> tuple[dict[str, list[float]], int]:
 
     def before() -> list[float]:  # a loader per epoch, no read-ahead
         return [w for e in range(args.stall_epochs) for w in waits(loader(PretrainStream(
-            splan, segment(e), pretrain_transform(size), read_ahead=False)), per_epoch, args.compute_ms / 1000)]
+            stream_plan, segment(e), pretrain_transform(size), read_ahead=False)), per_epoch, args.compute_ms / 1000)]
 
     def after() -> list[float]:  # one loader, epoch after epoch, windows read ahead
-        return waits(loader(PretrainStream(splan, segment(0), pretrain_transform(size), accum=1)),
+        return waits(loader(PretrainStream(stream_plan, segment(0), pretrain_transform(size), accum=1)),
                      per_epoch * args.stall_epochs, args.compute_ms / 1000)
 
     runs: dict[str, list[float]] = {"before": [], "after": []}

@@ -48,10 +48,10 @@ def traffic(proxy: FaultProxy) -> tuple[int, int]:
 def two_epochs(shards: list, proxy: FaultProxy, cache: ShardCache | None, args) -> list[dict]:
     """Per epoch: seconds, GETs, bytes, over one loader running the Trainer's stream."""
     n = sum(s.samples for s in shards)
-    splan = StreamPlan([shards], [n], seed=0, shuffle_buffer=args.buffer)
+    stream_plan = StreamPlan([shards], [n], seed=0, shuffle_buffer=args.buffer)
     seg = Segment.start(0, ((0, n),), 1, args.workers, args.batch, 1)
     how = ShardFetch(proxy.url, budget_s=600, timeout_s=60, cache=cache)
-    stream = PretrainStream(splan, seg, pretrain_transform(DEFAULT_IMAGE_SIZE), 0, 0, how, accum=1)
+    stream = PretrainStream(stream_plan, seg, pretrain_transform(DEFAULT_IMAGE_SIZE), 0, 0, how, accum=1)
     loader = DataLoader(stream, batch_size=None, num_workers=args.workers, worker_init_fn=worker_init,
                         prefetch_factor=2)
     epochs, start, before, got = [], time.perf_counter(), traffic(proxy), 0

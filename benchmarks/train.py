@@ -152,8 +152,8 @@ class DeepSpeedStep:
 def make_step(engine: str, cfg: PretrainConfig, ckpt: bool):
     """engine: plain, deepspeed (the engine's config), deepspeed_zero2 (ZeRO-2 forced)."""
     model = fresh_model(cfg, ckpt)
-    o = cfg.optimizer
-    optimizer = build_optimizer(model, o.lr, o.weight_decay, o.betas, o.eps, o.impl)
+    opt_cfg = cfg.optimizer
+    optimizer = build_optimizer(model, opt_cfg.lr, opt_cfg.weight_decay, opt_cfg.betas, opt_cfg.eps, opt_cfg.impl)
     if engine.startswith("deepspeed"):
         return model, DeepSpeedStep(deepspeed_engine(model, optimizer, cfg, 2 if engine.endswith("zero2") else None))
     return model, PlainStep(model, optimizer, cfg.deepspeed.gradient_clipping)
@@ -215,15 +215,16 @@ def plain_e2e_steps(cfg: PretrainConfig):
 
     plan = make_plan(cfg, 1)
     model = fresh_model(cfg, cfg.deepspeed.activation_checkpointing)
-    o = cfg.optimizer
-    step_fn = PlainStep(model, build_optimizer(model, plan.peak_lr, o.weight_decay, o.betas, o.eps, o.impl),
+    opt_cfg = cfg.optimizer
+    step_fn = PlainStep(model, build_optimizer(model, plan.peak_lr, opt_cfg.weight_decay, opt_cfg.betas, opt_cfg.eps,
+                                               opt_cfg.impl),
                         cfg.deepspeed.gradient_clipping)
-    splan = StreamPlan(plan.sources, plan.counts, cfg.seed, cfg.data.shuffle_buffer)
+    stream_plan = StreamPlan(plan.sources, plan.counts, cfg.seed, cfg.data.shuffle_buffer)
     transform = pretrain_transform(model.patch_embed.img_size[0], cfg.data.augment)
     masking, step, epoch = get_masking(cfg.masking.strategy), 0, 0
     while True:
         segment = Segment.start(epoch, ((0, plan.epoch_samples),), 1, 1, plan.micro_batch, plan.grad_accum)
-        for imgs, _ in PretrainStream(splan, segment, transform):
+        for imgs, _ in PretrainStream(stream_plan, segment, transform):
             seed_generator(torch.device("cpu"), _step_seed(cfg.seed, step, 0, 0))
             mask = masking(imgs.shape[0], model.num_patches, cfg.masking.ratio)
             lr = lr_at(step, plan.total_steps, plan.peak_lr, cfg.schedule.min_lr, plan.warmup_steps)

@@ -1,7 +1,8 @@
 """Fine-tune a pretrained USF-MAE encoder or a baseline (see --help).
 
-The body is usfmae/commands/finetune.py (also `usfmae finetune`); this script stays so the README's commands on this
-path keep working (python launch/finetune.py ..., torchrun/deepspeed launch/finetune.py ...).
+The body is usfmae/commands/finetune.py (also `usfmae finetune`); this script is the path
+torchrun and the DeepSpeed launcher run from a checkout (python launch/finetune.py ..., torchrun/deepspeed
+launch/finetune.py ...).
 """
 
 import sys

@@ -1,7 +1,7 @@
 """Pretrain USF-MAE with DeepSpeed (see --help).
 
-The body is usfmae/commands/pretrain.py (also `usfmae pretrain`); this script stays so the README's commands on this
-path keep working (deepspeed launch/pretrain.py ..., python launch/pretrain.py --dry-run ...).
+The body is usfmae/commands/pretrain.py (also `usfmae pretrain`); this script is the path the
+DeepSpeed launcher runs from a checkout (deepspeed launch/pretrain.py ..., python launch/pretrain.py --dry-run ...).
 """
 
 import sys

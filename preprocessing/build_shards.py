@@ -1,7 +1,7 @@
 """Build WebDataset shards on a Ray cluster (see --help).
 
-The body is usfmae/commands/build_shards.py (also `usfmae build-shards`); this script stays so the README's
-commands on this path keep working (python preprocessing/build_shards.py ..., ray job submit ... -- python
+The body is usfmae/commands/build_shards.py (also `usfmae build-shards`); this script is the path a Ray job
+runs from a checkout (python preprocessing/build_shards.py ..., ray job submit ... -- python
 preprocessing/build_shards.py ...).
 """
 

@@ -1,7 +1,7 @@
 """Clean a folder of inputs for QA before a big build (see --help).
 
-The body is usfmae/commands/clean_images.py (also `usfmae clean`); this script stays so the README's commands on this
-path keep working (python preprocessing/clean_images.py ...).
+The body is usfmae/commands/clean_images.py (also `usfmae clean`); this script runs it from a checkout
+(python preprocessing/clean_images.py ...).
 """
 
 import sys

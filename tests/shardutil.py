@@ -16,7 +16,8 @@ def make_shards(out: Path, sizes: list[int], size: int = 64, seed: int = 0, pref
                 gray: bool = False) -> Path:
     """Shards holding `sizes[i]` synthetic images each, plus manifest.json; returns `out`.
 
-    RGB PNGs (the first shard format); gray=True stores them as 1-channel PNGs, as the builder now does."""
+    RGB PNGs by default (3-channel shards, which the stream reads too); gray=True stores 1-channel PNGs, as the
+    builder writes them."""
     out.mkdir(parents=True, exist_ok=True)
     entries, n = [], 0
     for i, count in enumerate(sizes):

@@ -2,7 +2,7 @@
 
 Formats read: our fp32 safetensors export, our training checkpoints (below), a released USF-MAE state dict
 (.pt/.pth, plain or under 'model'), an MAE ImageNet checkpoint ({'model': ...}), a DeepSpeed ZeRO checkpoint
-directory (runs of earlier versions), and a timm ViT state dict (encoder only). Formats written: full MAE
+directory (consolidated to fp32), and a timm ViT state dict (encoder only). Formats written: full MAE
 safetensors, timm ViT encoder, and training checkpoints.
 Pickles are never executed: torch.load(weights_only=True) or safetensors only.
 

@@ -11,8 +11,8 @@
     usfmae inspect shards/b [--sheet contact.png]                           # samples per dataset and shard
     usfmae doctor [--s3 s3://bucket/prefix] [--output runs/]                 # environment checks
 
-build-shards, clean, pretrain and finetune call the `main(argv)` of usfmae/commands/ (which the scripts in
-preprocessing/ and launch/ call too), so every option and exit code is theirs: `usfmae COMMAND --help`.
+Every command calls the `main(argv)` of its module in usfmae/commands/ (COMMANDS; the scripts in preprocessing/
+and launch/ call the same), so every option and exit code is theirs: `usfmae COMMAND --help`.
 `--config` takes a path or the name of a packaged config (`--config pretrain_tiny`).
 """
 
@@ -21,20 +21,35 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from .netguard import OFFLINE_ENV
 from .ports import free_port
 
-# command -> module of usfmae/commands/ holding its main(argv)
-MODULES = {"build-shards": "build_shards", "clean": "clean_images", "pretrain": "pretrain", "finetune": "finetune"}
-SUMMARY = {
-    "build-shards": "clean and shard a corpus on Ray (also: python preprocessing/build_shards.py)",
-    "clean": "clean a folder of inputs for QA, no Ray: frame, mask, stats (preprocessing/clean_images.py)",
-    "pretrain": "MAE pretraining (launch/pretrain.py; --nproc N runs it under the deepspeed launcher)",
-    "finetune": "fine-tune and evaluate a pretrained encoder (launch/finetune.py; --task segmentation)",
-    "export": "write weights readable without DeepSpeed (MAE or timm format)",
-    "inspect": "samples per dataset and shard, and a contact sheet of random samples",
-    "doctor": "check tesseract, torch/CUDA/NCCL, DeepSpeed ops, Ray, S3, disk and /dev/shm",
+
+class Command(NamedTuple):
+    """One `usfmae` command: its module in usfmae/commands/ (holding main(argv)), its line in `usfmae --help`,
+    and whether it runs with usfmae.netguard's OFFLINE_ENV defaults (no telemetry, no hub look-ups, unless the
+    caller set them; never for `doctor`, which reports the environment as the user has it)."""
+    module: str
+    summary: str
+    offline: bool
+
+
+COMMANDS = {
+    "build-shards": Command("build_shards", "clean and shard a corpus on Ray (also: python "
+                            "preprocessing/build_shards.py)", offline=True),
+    "clean": Command("clean_images", "clean a folder of inputs for QA, no Ray: frame, mask, stats "
+                     "(preprocessing/clean_images.py)", offline=True),
+    "pretrain": Command("pretrain", "MAE pretraining (launch/pretrain.py; --nproc N runs it under the deepspeed "
+                        "launcher)", offline=True),
+    "finetune": Command("finetune", "fine-tune and evaluate a pretrained encoder (launch/finetune.py; --task "
+                        "segmentation)", offline=True),
+    "export": Command("export", "write weights readable without DeepSpeed (MAE or timm format)", offline=False),
+    "inspect": Command("inspect_shards", "samples per dataset and shard, and a contact sheet of random samples",
+                       offline=False),
+    "doctor": Command("doctor", "check tesseract, torch/CUDA/NCCL, DeepSpeed ops, Ray, S3, disk and /dev/shm",
+                      offline=False),
 }
 PRETRAIN_NOTE = """\
 usfmae pretrain runs ONE process (one GPU, or the CPU). Multi-rank runs go through the DeepSpeed launcher:
@@ -52,7 +67,7 @@ class CliError(RuntimeError):
 
 def run_command(command: str, argv: list[str]) -> int:
     """The command's main(argv), imported on use (`usfmae --help` stays quick)."""
-    module = importlib.import_module(f"usfmae.commands.{MODULES[command]}")
+    module = importlib.import_module(f"usfmae.commands.{COMMANDS[command].module}")
     return int(module.main(argv) or 0)
 
 
@@ -122,34 +137,10 @@ def pretrain(argv: list[str]) -> int:
     return run_command("pretrain", rest)
 
 
-def export(argv: list[str]) -> int:
-    from .export import main as export_main
-
-    return export_main(argv)
-
-
-def inspect_cmd(argv: list[str]) -> int:
-    from .inspect_shards import main as inspect_main
-
-    return inspect_main(argv)
-
-
-def doctor_cmd(argv: list[str]) -> int:
-    from .doctor import main as doctor_main
-
-    return doctor_main(argv)
-
-
-COMMANDS = {"build-shards": lambda argv: run_command("build-shards", argv),
-            "clean": lambda argv: run_command("clean", argv), "pretrain": pretrain,
-            "finetune": lambda argv: run_command("finetune", argv), "export": export, "inspect": inspect_cmd,
-            "doctor": doctor_cmd}
-
-
 def usage() -> str:
-    width = max(map(len, SUMMARY))
+    width = max(map(len, COMMANDS))
     lines = ["usage: usfmae COMMAND [ARGS...]   (usfmae COMMAND --help for its options)", "", "commands:"]
-    lines += [f"  {name:<{width}}  {text}" for name, text in SUMMARY.items()]
+    lines += [f"  {name:<{width}}  {command.summary}" for name, command in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -162,13 +153,12 @@ def main(argv=None) -> int:
     if command not in COMMANDS:
         print(f"usfmae: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    if command in MODULES:
-        # No telemetry, no hub look-ups, unless the caller set these explicitly (see usfmae.netguard).
-        # Not for `doctor`, which reports the environment as the user has it.
+    if COMMANDS[command].offline:
         for key, value in OFFLINE_ENV.items():
             os.environ.setdefault(key, value)
     try:
-        return COMMANDS[command](rest)
+        # pretrain's own options (--nproc, --master-port) choose the launcher before its main runs
+        return pretrain(rest) if command == "pretrain" else run_command(command, rest)
     except CliError as err:
         print(f"usfmae {command}: error: {err}", file=sys.stderr)
         return 2

@@ -55,7 +55,7 @@ class DataConfig(Section):
     augment: Literal["fused", "torchvision", "none"] = Field("fused", description=(
         "The paper's augmentations (rotation 0-90, flips, RandomResizedCrop scale (0.5, 2.0)). fused: "
         "torchvision's parameter draws applied as one OpenCV affine warp (fast); torchvision: its v2 transforms; "
-        "none: resize only. Booleans from older configs read as true = fused, false = none."))
+        "none: resize only. A boolean reads as true = fused, false = none (augment on or off)."))
     s3_endpoint_url: str | None = Field(None, description=(
         "Custom S3 endpoint (MinIO, Ceph, moto). None = AWS with the standard boto3 credential chain."))
     s3_retry_budget_s: float | None = Field(None, gt=0, description=(

@@ -51,7 +51,7 @@ def test_pipeline_end_to_end(tmp_path, ray_cluster):
     assert all(v.dtype == torch.float32 for v in state.values())
 
     # export straight from the DeepSpeed ZeRO checkpoints of the run, without DeepSpeed at load time
-    run([BIN / "python", "-m", "usfmae.export", "--checkpoint", pre, "--format", "timm", "--out", tmp_path / "enc.pth"])
+    run([BIN / "python", "-m", "usfmae.commands.export", "--checkpoint", pre, "--format", "timm", "--out", tmp_path / "enc.pth"])
     enc = torch.load(tmp_path / "enc.pth", weights_only=True)
     assert torch.equal(enc["blocks.0.attn.qkv.weight"], state["blocks.0.attn.qkv.weight"])
     assert not any(k.startswith("decoder") for k in enc)

@@ -1,4 +1,4 @@
-"""End-to-end segmentation fine-tune on synthetic lesions, in process (seg_main.main) and through the
+"""End-to-end segmentation fine-tune on synthetic lesions, in process (usfmae.commands.finetune.segmentation) and through the
 launcher (`python launch/finetune.py --task segmentation`): metrics.json, history, mask PNGs."""
 
 import json
@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from usfmae.checkpoint import save_safetensors
-from usfmae.finetune.segmentation.run import main
+from usfmae.commands.finetune import segmentation
 from usfmae.model import create_model
 from usfmae.testing.synthetic import write_segmentation
 
@@ -23,7 +23,7 @@ def launcher(argv: list[str]) -> int:
     return 0
 
 
-@pytest.mark.parametrize("entry", [main, launcher], ids=["seg_main", "launcher"])
+@pytest.mark.parametrize("entry", [segmentation, launcher], ids=["in_process", "launcher"])
 def test_segmentation_finetune_end_to_end(tmp_path, entry):
     # 72 px scans for a 64 px encoder: inputs are resized, predictions go back to 72 x 72.
     data = write_segmentation(tmp_path / "seg", n=12, seed=3, size=72)
@@ -55,5 +55,5 @@ def test_segmentation_finetune_end_to_end(tmp_path, entry):
 
 
 def test_bad_config_value_is_exit_code_2(tmp_path, capsys):
-    assert main(["--data", str(tmp_path), "--output", str(tmp_path / "o"), "--set", "threshold=2"]) == 2
+    assert segmentation(["--data", str(tmp_path), "--output", str(tmp_path / "o"), "--set", "threshold=2"]) == 2
     assert "threshold" in capsys.readouterr().err

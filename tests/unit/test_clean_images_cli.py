@@ -92,7 +92,7 @@ def test_config_file_and_overrides_switch_steps(tmp_path, capsys):
 
 
 def test_an_input_named_like_the_report_and_odd_names(tmp_path):
-    """Issue 16 item 11: an image named report.json at the top of the input no longer crashes the tool;
+    """Issue 16 item 11: an image named report.json at the top of the input does not crash the tool;
     every input is read (frames) or rejected (reason), names that are not UTF-8 included."""
     paths = write_images(tmp_path / "in", 3, 96, seed=12)
     paths[0].rename(tmp_path / "in/report.json")

@@ -1,6 +1,8 @@
 """The `usfmae` console script: dispatch, delegation to the entry scripts, export, inspect, pretrain."""
 
+import importlib
 import json
+import os
 
 import boto3
 import cv2
@@ -15,6 +17,7 @@ from usfmae import cli
 from usfmae.checkpoint import save_safetensors
 from usfmae.inspect_shards import inspect_shards, split_key
 from usfmae.model import create_model
+from usfmae.netguard import OFFLINE_ENV
 from usfmae.ports import free_port
 
 from helpers import BIN, REPO, run
@@ -27,6 +30,21 @@ def test_console_script_lists_every_command():
     out = run([BIN / "usfmae", "--help"]).stdout
     for command in COMMANDS:
         assert f"  {command} " in out
+
+
+def test_every_command_runs_a_main_of_usfmae_commands_with_its_offline_defaults(monkeypatch):
+    assert list(cli.COMMANDS) == COMMANDS
+    for name, command in cli.COMMANDS.items():
+        assert callable(importlib.import_module(f"usfmae.commands.{command.module}").main), name
+    for key in OFFLINE_ENV:
+        monkeypatch.setenv(key, "unset by the test")  # restored (removed) at teardown
+        monkeypatch.delenv(key)
+    with pytest.raises(SystemExit):
+        cli.main(["doctor", "--help"])  # reports the environment as the user has it
+    assert not any(key in os.environ for key in OFFLINE_ENV)
+    with pytest.raises(SystemExit):
+        cli.main(["clean", "--help"])
+    assert all(os.environ.get(key) == value for key, value in OFFLINE_ENV.items())
 
 
 def test_unknown_or_missing_command_is_a_usage_error(capsys):

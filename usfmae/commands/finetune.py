@@ -1,5 +1,5 @@
 """Fine-tune a pretrained USF-MAE encoder (or a baseline) for classification under the paper's protocol,
-or for lesion segmentation (--task segmentation, usfmae.finetune.segmentation.run).
+or for lesion segmentation (--task segmentation, usfmae.finetune.segmentation).
 
     # one process: a class-folder tree (stratified hold-out) or a path,label[,fold|split] CSV
     python launch/finetune.py --checkpoint runs/usfmae/model.safetensors --data data/busbra.csv \
@@ -29,9 +29,21 @@ from pathlib import Path
 from usfmae.config import ConfigError, flag_overrides, load_config, save_resolved
 from usfmae.finetune import FinetuneConfig, init_distributed, run_finetune, shutdown, table2_from_runs
 from usfmae.finetune.registry import DOWNSTREAM, MODELS
-from usfmae.finetune.segmentation import run as segmentation_run
+from usfmae.finetune.segmentation.config import SegmentationConfig
+from usfmae.finetune.segmentation.run import run_segmentation
 
 TASKS = ("classification", "segmentation")
+SEGMENTATION_DOC = """Segmentation fine-tuning of a pretrained encoder, in one process.
+
+    # image/mask folder pairs (images/x.png + masks/x.png), seeded 80/20 hold-out
+    python launch/finetune.py --task segmentation --checkpoint runs/usfmae/model.safetensors \\
+        --data data/seg --output runs/seg [--config configs/finetune_seg_tiny.yaml] [--set epochs=50]
+    # BUS-BRA as distributed (BUSBRA/Images + BUSBRA/Masks), validating on official fold 1
+    python launch/finetune.py --task segmentation --checkpoint ... --data /data/BUSBRA --set fold=1 --output ...
+
+Writes config.yaml, metrics.json (best-epoch Dice and IoU: mean, std, pooled, per image; loading report;
+split sizes), history.json, masks/<stem>.png for the validation images and optionally best_model.pt.
+"""
 
 
 def split_task(argv: list[str]) -> tuple[str, list[str]]:
@@ -45,7 +57,7 @@ def split_task(argv: list[str]) -> tuple[str, list[str]]:
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", choices=TASKS, default="classification",
-                    help="classification (default, these options) or segmentation (usfmae.finetune.segmentation.run's options)")
+                    help="classification (default, these options) or segmentation (--task segmentation --help: its options)")
     ap.add_argument("--checkpoint", help="pretrained weights (replaces `checkpoint`)")
     ap.add_argument("--model", help=f"{' | '.join(MODELS)} (replaces `model`)")
     ap.add_argument("--data", help="class-folder tree or path,label[,fold|split] CSV (replaces `data`)")
@@ -59,6 +71,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="no training: assemble Table 2 from these runs' metrics.json (into --output/table2.md)")
     ap.add_argument("--local_rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)),
                     help=argparse.SUPPRESS)  # passed by the deepspeed launcher; LOCAL_RANK is read instead
+    return ap.parse_args(argv)
+
+
+def parse_segmentation_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=SEGMENTATION_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", help="pretrained encoder weights (replaces `checkpoint`)")
+    ap.add_argument("--data", help="images/ + masks/ folder or BUS-BRA's BUSBRA/ (replaces `data`)")
+    ap.add_argument("--output", help="output folder (replaces output_dir)")
+    ap.add_argument("--config", help="YAML segmentation config: a path or a packaged name (finetune_seg_tiny)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override, e.g. --set epochs=50 (repeatable)")
     return ap.parse_args(argv)
 
 
@@ -78,7 +101,16 @@ def segmentation(argv: list[str]) -> int:
         print("error: --task segmentation runs in one process; start it with python, not torchrun/deepspeed",
               file=sys.stderr)
         return 2
-    return segmentation_run.main(argv)
+    args = parse_segmentation_args(argv)
+    sets = flag_overrides(args.overrides, {"checkpoint": args.checkpoint, "data": args.data, "output_dir": args.output})
+    try:
+        cfg = load_config(SegmentationConfig, args.config, sets)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    save_resolved(cfg, cfg.output_dir)
+    run_segmentation(cfg)
+    return 0
 
 
 def main(argv=None) -> int:

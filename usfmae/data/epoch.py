@@ -16,6 +16,7 @@ epoch is trained on at most once, and exactly once unless it falls in the droppe
 """
 
 from dataclasses import dataclass
+from enum import IntEnum
 from functools import lru_cache
 
 import numpy as np
@@ -25,18 +26,26 @@ BLOCK = 1024  # positions per block of the source arrangement
 Intervals = tuple[tuple[int, int], ...]  # sorted, disjoint [a, b) position intervals
 
 
-def rng(*parts: int) -> np.random.Generator:
-    """The one seeded generator of the data pipeline and the trainer: a function of its integer parts only.
+class RngTag(IntEnum):
+    """The use of a draw, one of `rng`'s parts, so no two uses share draws. The values are part of every seed:
+    changing one changes the samples, orders and masks of every run (and a resume's replay)."""
+    SHARD_ORDER = 1  # shard order of a cycle (windows.py)
+    WINDOW_ORDER = 2  # sample order of a shuffle window (windows.py)
+    INTERLEAVE = 3  # source interleaving (here)
+    AUGMENT = 4  # per-sample augmentation (stream.py)
+    MASKING = 5  # per-micro-step masking (train/engine.py)
+    STAND_IN = 6  # stand-ins for lost samples (windows.py)
 
-    Every use puts a tag among its parts so no two uses share draws: 1 shard order of a cycle and 2 sample
-    order of a shuffle window (windows.py), 3 source interleaving (here), 4 per-sample augmentation
-    (stream.py), 5 per-micro-step masking (train/engine.py), 6 stand-ins for lost samples (windows.py)."""
+
+def rng(*parts: int) -> np.random.Generator:
+    """The one seeded generator of the data pipeline and the trainer: a function of its integer parts only,
+    one of which is the RngTag of the use."""
     return np.random.default_rng([int(p) & 0xFFFFFFFF for p in parts])
 
 
 def seed_of(*parts: int) -> int:
     """A seed for a torch generator (62 bits) drawn from `rng(*parts)`: the one way a per-sample or per-step
-    seed is derived from (seed, epoch or step, position, rank..., tag); tags as listed under `rng`."""
+    seed is derived from (seed, epoch or step, position, rank..., RngTag)."""
     return int(rng(*parts).integers(2**62))
 
 
@@ -75,7 +84,7 @@ class EpochOrder:
     def block(self, j: int) -> np.ndarray:
         """Source of each position of block j: a seeded arrangement of its exact counts."""
         ids = np.repeat(np.arange(len(self.counts)), self.block_counts[j])
-        return ids if len(self.counts) == 1 else ids[rng(self.seed, self.epoch, j, 3).permutation(len(ids))]
+        return ids if len(self.counts) == 1 else ids[rng(self.seed, self.epoch, j, RngTag.INTERLEAVE).permutation(len(ids))]
 
     def seen(self, p: int) -> np.ndarray:
         """[K] positions before p drawing from each source: where p's own source's sequence has got to."""
@@ -155,10 +164,6 @@ class Segment:
               accum: int) -> "Segment":
         steps = total(remaining) // (micro_batch * accum * world)  # the rest is the epoch's dropped tail
         return cls(epoch, tuple(map(tuple, remaining)), world, max(1, workers), micro_batch, steps * accum)
-
-    def layout(self) -> dict:
-        return {"world": self.world, "workers": self.workers, "micro_batch": self.micro_batch,
-                "micro_batches": self.micro_batches}
 
     def stream_batches(self, worker: int, upto: int | None = None) -> int:
         """Micro-batches stream `worker` (of any rank) makes among the first `upto` (default all)."""

@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..io.intensity import to_rgb
-from .epoch import Segment, epoch_order, seed_of, take, total
+from .epoch import RngTag, Segment, epoch_order, seed_of, take, total
 from .fetch import ShardFetch
 from .sources import Shard
 from .windows import SourceSequence, WindowReader
@@ -87,7 +87,7 @@ def worker_init(worker_id: int) -> None:
 
 def position_seed(seed: int, epoch: int, position: int) -> int:
     """Seed of one sample's augmentation draws: the same at any world size or resume point."""
-    return seed_of(seed, epoch, position, 4)
+    return seed_of(seed, epoch, position, RngTag.AUGMENT)
 
 
 class _StreamEpoch:

@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from . import s3
-from .epoch import rng
+from .epoch import RngTag, rng
 from .fetch import ShardFetch, fetch_bytes, salvage
 from .sources import Shard
 
@@ -152,7 +152,7 @@ class SourceSequence:
     def _windows(self, cycle: int) -> tuple[list[list[Shard]], list[int]]:
         """The cycle's windows (lists of shards) and the index at which each starts."""
         if self._cycle is None or self._cycle[0] != cycle:
-            order = rng(self.seed, self.epoch, self.source, cycle, 1).permutation(len(self.shards))
+            order = rng(self.seed, self.epoch, self.source, cycle, RngTag.SHARD_ORDER).permutation(len(self.shards))
             ordered = [self.shards[i] for i in order]
             windows = [[ordered[i] for i in w] for w in shuffle_windows(ordered, self.buffer)]
             starts = np.cumsum([0] + [sum(s.samples for s in w) for w in windows[:-1]]).tolist()
@@ -184,8 +184,8 @@ class SourceSequence:
             window = self.reader.take((self.epoch, self.source, cycle, w), windows[w])
             self.shards_opened += [shard.url for shard in windows[w]]
             self.faults += window.faults
-            # tag 2, then the window: (..., cycle, w) alone would give window 1 the shard order's draws (tag 1)
-            perm = rng(self.seed, self.epoch, self.source, cycle, 2, w).permutation(len(window.samples))
+            # the tag, then the window: (..., cycle, w) alone would give window 1 the shard order's draws
+            perm = rng(self.seed, self.epoch, self.source, cycle, RngTag.WINDOW_ORDER, w).permutation(len(window.samples))
             self._loaded = ((cycle, w), window.samples, perm)
         _, samples, perm = self._loaded
         return samples, perm, offset - starts[w]
@@ -201,9 +201,9 @@ class SourceSequence:
 
     def redraws(self, i: int) -> Iterator[dict]:
         """Stand-ins for sample i when it is lost or unreadable: the other samples of its window present, in an
-        order seeded by i's place in the window (tag 6), so the same position always gets the same stand-in."""
+        order seeded by i's place in the window (RngTag.STAND_IN), so the same position always gets the same stand-in."""
         samples, perm, place = self._load(i)
         cycle, w, _ = self._locate(i)
-        for j in rng(self.seed, self.epoch, self.source, cycle, 6, w, place).permutation(len(samples)):
+        for j in rng(self.seed, self.epoch, self.source, cycle, RngTag.STAND_IN, w, place).permutation(len(samples)):
             if j != perm[place] and samples[j] is not None:
                 yield samples[j]

@@ -41,10 +41,6 @@ class Volume:
         rest = [d for i, d in enumerate(self.dims) if len(self.dims) == 2 or i != axis]
         return rest[1], rest[0]
 
-    @property
-    def total_bytes(self) -> int:
-        return int(np.prod(self.dims, dtype=np.int64)) * self.channels * self.itemsize
-
 
 def lazy_planes(array: Any, spatial: int, transform: Callable | None = None) -> PlaneReader:
     """Planes of an array-like in file order ([x, y(, z)](, C)): a memmap, a nibabel proxy or an array."""

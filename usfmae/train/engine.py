@@ -31,7 +31,7 @@ from ..config import ConfigError, PretrainConfig, save_resolved
 from ..data.cache import ShardCache
 from ..runstore import CHECKPOINTS, RunStore, default_scratch
 from ..shards.config import S3Config
-from ..data.epoch import Segment, seed_of
+from ..data.epoch import RngTag, Segment, seed_of
 from ..data.fetch import ShardFetch
 from ..data.stream import PretrainStream, StreamPlan, worker_init
 from ..data.transforms import normalize_batch, pretrain_transform
@@ -71,7 +71,7 @@ def _check_knn_data(path: str) -> None:
 
 def _step_seed(seed: int, step: int, micro: int, rank: int) -> int:
     """Seed of one micro-step's masking draws on one rank: the same at any resume point."""
-    return seed_of(seed, step, micro, rank, 5)
+    return seed_of(seed, step, micro, rank, RngTag.MASKING)
 
 
 def seed_generator(device: torch.device, seed: int) -> None:
@@ -86,19 +86,19 @@ def seed_generator(device: torch.device, seed: int) -> None:
 class Trainer:
     def __init__(self, cfg: PretrainConfig, rank: int, world_size: int, local_rank: int = 0):
         self.cfg, self.rank, self.world = cfg, rank, world_size
-        self.dev = select_device(cfg.deepspeed.device, local_rank)
-        self.device, self.device_type = self.dev.torch_device, self.dev.type
+        self.selected_device = select_device(cfg.deepspeed.device, local_rank)
+        self.device, self.device_type = self.selected_device.torch_device, self.selected_device.type
         self.threads, self.threads_from = torch.get_num_threads(), "torch's default"
         if self.device_type == "cpu":  # ranks sharing a node's cores: no more threads than cores in all
             self.threads, self.threads_from = cpu_threads(cfg.deepspeed.cpu_threads)
             torch.set_num_threads(self.threads)
-        self.precision = resolve_precision(cfg.deepspeed.precision, self.dev)
+        self.precision = resolve_precision(cfg.deepspeed.precision, self.selected_device)
         # on S3, this rank's files live in node-local scratch until uploaded (usfmae.runstore)
         scratch = Path(cfg.scratch_dir) if cfg.scratch_dir else default_scratch(cfg.output_dir)
         self.store = RunStore(cfg.output_dir, scratch / f"rank{rank}", S3Config(endpoint_url=cfg.data.s3_endpoint_url))
         self.run_dir = self.store.root  # where this rank writes the run directory's files
         self.plan = make_plan(cfg, world_size)
-        self.splan = StreamPlan(self.plan.sources, self.plan.counts, cfg.seed, cfg.data.shuffle_buffer)
+        self.stream_plan = StreamPlan(self.plan.sources, self.plan.counts, cfg.seed, cfg.data.shuffle_buffer)
         self.ds_conf = build_ds_config(cfg, world_size, self.precision)
         workers, self.workers_from = loader_workers(cfg.data.num_workers, self.device_type)
         self.loader_workers = agree(self.precision, self.ds_conf, workers, world_size)  # before the first step
@@ -156,8 +156,9 @@ class Trainer:
         self.fwd_flops = flops_per_image(model, self._image_size(), model.in_chans) if self.is_main else 0
         ds = cfg.deepspeed
         net = compile_model(model, ds.compile_scope, ds.compile_backend) if ds.compile else model
-        o = cfg.optimizer
-        optimizer = build_optimizer(model, p.peak_lr, o.weight_decay, o.betas, o.eps, o.impl)  # plain names
+        opt_cfg = cfg.optimizer
+        optimizer = build_optimizer(model, p.peak_lr, opt_cfg.weight_decay, opt_cfg.betas, opt_cfg.eps,
+                                    opt_cfg.impl)  # plain names
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=net, optimizer=optimizer, config=self.ds_conf)
         if self.engine.zero_optimization_stage() == 0:  # the one stage at which DeepSpeed would apply a NaN step
             skip_non_finite_steps(optimizer)
@@ -227,7 +228,7 @@ class Trainer:
         cfg, d = self.cfg, self.cfg.data
         cache = ShardCache(d.shard_cache_dir, int(d.shard_cache_bytes), d.s3_endpoint_url) if d.shard_cache_dir else None
         fetch = ShardFetch(d.s3_endpoint_url, cfg.s3_retry_budget_s(), d.s3_timeout_s, cache)
-        stream = PretrainStream(self.splan, self.segment, pretrain_transform(self._image_size(), cfg.data.augment),
+        stream = PretrainStream(self.stream_plan, self.segment, pretrain_transform(self._image_size(), cfg.data.augment),
                                 self.rank, self.micro_done, fetch, accum=self.plan.grad_accum)
         workers = self.loader_workers
         loader = DataLoader(stream, batch_size=None, num_workers=workers, worker_init_fn=worker_init,
@@ -291,7 +292,7 @@ class Trainer:
             self.step += 1
             self.health.end_step()
             timed = self._log_step(lr) if self._sync_due() else False
-            self._side_work(imgs, pred, mask)
+            self._image_grid_and_knn(imgs, pred, mask)
             if self.step == cfg.schedule.stop_at_step and self.step < p.total_steps:
                 self.save()
                 self.print(f"stopped after step {self.step} (schedule.stop_at_step); rerun to continue")
@@ -362,7 +363,7 @@ class Trainer:
                    f"{timing['images_per_s']:.1f} img/s")
         return settled.vote
 
-    def _side_work(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> None:
+    def _image_grid_and_knn(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> None:
         """Reconstruction grids and the k-NN monitor: rank 0 only, never a collective; timed apart."""
         every, knn = self.cfg.logging.image_grid_every, self.cfg.logging.knn_every
         if self.is_main and every and self.step % every == 0:

@@ -39,9 +39,9 @@ def test_a_damaged_shard_mid_epoch_is_skipped_and_every_rank_keeps_its_micro_bat
     its window, the faults name the shard and the sample, and a resumed stream makes the same choices."""
     folder, whole, lost = damaged
     src = resolve(str(folder))
-    splan = StreamPlan([src], [48], 0, 20)
+    stream_plan = StreamPlan([src], [48], 0, 20)
     seg = Segment.start(0, ((0, 48),), 2, 1, 4, 1)
-    ranks = [batches(splan, seg, rank) for rank in range(2)]
+    ranks = [batches(stream_plan, seg, rank) for rank in range(2)]
     assert [len(r) for r in ranks] == [seg.micro_batches] * 2 == [6, 6]
     keys = [k for r in ranks for _, i in r for k in i["keys"]]
     assert len(keys) == 48
@@ -58,7 +58,7 @@ def test_a_damaged_shard_mid_epoch_is_skipped_and_every_rank_keeps_its_micro_bat
     assert {(e["shard"].rsplit("/", 1)[1], e["key"], e["error"]) for e in errors if "lost" not in e} \
         == {("shard-000002.tar", "shard002_000030", "undecodable png"), ("shard-000001.tar", cut_through, "no image")}
     assert truncated[0]["key"] == cut_through  # the sample being read when the tar broke off
-    resumed = batches(splan, seg, 1, start=2)
+    resumed = batches(stream_plan, seg, 1, start=2)
     assert [i["keys"] for _, i in resumed] == [i["keys"] for _, i in ranks[1][2:]]
 
 
@@ -121,8 +121,9 @@ def test_s3_retry_budget_is_per_window_and_the_error_names_shard_endpoint_and_bu
     assert remote[0].url in message and f"not read yet: {remote[1].url}" in message
     assert f"endpoint {proxy.url}" in message and "retry budget 1.2 s per window" in message and "SlowDown" in message
     assert proxy.gets(remote[1].url.removeprefix("s3://")) == 0
-    splan = StreamPlan([remote], [46], 0, 1000)  # one window of all four shards
-    stream = PretrainStream(splan, Segment.start(0, ((0, 46),), 1, 1, 4, 1), pretrain_transform(32, "none"), 0, 0, how)
+    stream_plan = StreamPlan([remote], [46], 0, 1000)  # one window of all four shards
+    stream = PretrainStream(stream_plan, Segment.start(0, ((0, 46),), 1, 1, 4, 1), pretrain_transform(32, "none"), 0, 0,
+                            how)
     with pytest.raises(RuntimeError, match=r"cannot read shard s3://faults/c/shard-0000\d\d.tar \(endpoint "):
         next(iter(DataLoader(stream, batch_size=None, num_workers=1)))
 
@@ -132,13 +133,13 @@ def test_cache_downloads_each_shard_once_over_epochs_windows_and_workers(corpus,
     """Two epochs from one loader with 2 workers (adjacent streams share a boundary window) with a cache: one
     GET per shard; the same batches as without it, which downloads again every epoch."""
     local, remote = corpus
-    splan = StreamPlan([remote], [46], 0, 20)
+    stream_plan = StreamPlan([remote], [46], 0, 20)
     seg = Segment.start(0, ((0, 46),), 1, 2, 4, 1)
     n = 2 * seg.micro_batches  # two epochs
 
     def run(cache):
         how = ShardFetch(proxy.url, budget_s=30, timeout_s=5, cache=cache)
-        return [(i["epoch"], i["keys"]) for _, i in run_batches(splan, seg, 1, n, workers=2, fetch=how)]
+        return [(i["epoch"], i["keys"]) for _, i in run_batches(stream_plan, seg, 1, n, workers=2, fetch=how)]
 
     before = dict(proxy.requests)
     uncached = run(None)

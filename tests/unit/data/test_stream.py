@@ -33,15 +33,15 @@ def segment(n, world=1, workers=1, batch=4, accum=1, epoch=0):
     return Segment.start(epoch, ((0, n),), world, workers, batch, accum)
 
 
-def batches(splan, seg, rank=0, workers=0, start=0, augment="none", endpoint=None):
-    stream = PretrainStream(splan, seg, pretrain_transform(32, augment), rank, start, ShardFetch(endpoint))
+def batches(stream_plan, seg, rank=0, workers=0, start=0, augment="none", endpoint=None):
+    stream = PretrainStream(stream_plan, seg, pretrain_transform(32, augment), rank, start, ShardFetch(endpoint))
     return list(DataLoader(stream, batch_size=None, num_workers=workers))
 
 
-def epoch_keys(splan, n, world, workers, batch=4, accum=1, epoch=0):
+def epoch_keys(stream_plan, n, world, workers, batch=4, accum=1, epoch=0):
     """Keys of every micro-batch of every rank of one epoch."""
     seg = segment(n, world, workers, batch, accum, epoch)
-    return [k for r in range(world) for _, info in batches(splan, seg, r, workers if workers > 1 else 0)
+    return [k for r in range(world) for _, info in batches(stream_plan, seg, r, workers if workers > 1 else 0)
             for k in info["keys"]]
 
 
@@ -134,7 +134,7 @@ def test_gray_shards_give_one_channel_batches_and_mixed_batches_three(tmp_path, 
     got = batches(plan([gray]), segment(12, batch=4), augment="fused")
     assert all(x.shape == (4, 1, 32, 32) and x.dtype == torch.uint8 for x, _ in got)
     assert normalize_batch(got[0][0]).shape == (4, 3, 32, 32)
-    # the same images stored gray or RGB (first shard format) give the same pixels
+    # the same images stored gray or RGB (3-channel PNGs) give the same pixels
     rgb = resolve(str(make_shards(tmp_path / "c", [6, 6], size=64, prefix="g")))
     same = batches(plan([rgb]), segment(12, batch=4), augment="fused")
     for (g, gi), (c, ci) in zip(got, same):
@@ -190,9 +190,9 @@ def test_streaming_from_s3_http_endpoint(moto_s3, shards):
 
 
 # ---------------------------------------------------------------------------- one loader for the whole run
-def run_batches(splan, seg, accum, n, rank=0, workers=0, start=0, fetch=None):
+def run_batches(stream_plan, seg, accum, n, rank=0, workers=0, start=0, fetch=None):
     """The first n micro-batches of one perpetual stream (the Trainer's: epoch after epoch)."""
-    stream = PretrainStream(splan, seg, pretrain_transform(32, "fused"), rank, start, fetch, accum=accum)
+    stream = PretrainStream(stream_plan, seg, pretrain_transform(32, "fused"), rank, start, fetch, accum=accum)
     out = []
     for item in DataLoader(stream, batch_size=None, num_workers=workers):
         out.append(item)
@@ -206,12 +206,12 @@ def test_one_loader_goes_through_the_epochs_as_a_loader_per_epoch_would(shards, 
     """Epochs of 11 or 5 micro-batches per rank over 2 or 3 workers (the round-robin shifts at each epoch),
     from mid-segment, and from a resumed segment of 4 micro-batches over 3 workers."""
     src, accum = resolve(str(shards)), 1
-    splan = plan([src], buffer=10)
+    stream_plan = plan([src], buffer=10)
     seg0 = Segment.start(3, first or ((0, 46),), world, workers, 4, accum)
-    one = run_batches(splan, seg0, accum, 30, rank, workers, start)
+    one = run_batches(stream_plan, seg0, accum, 30, rank, workers, start)
     per_epoch, seg, s = [], seg0, start
     while len(per_epoch) < 30:
-        per_epoch += batches(splan, seg, rank, workers, s, augment="fused")
+        per_epoch += batches(stream_plan, seg, rank, workers, s, augment="fused")
         seg, s = Segment.start(seg.epoch + 1, ((0, 46),), world, workers, 4, accum), 0
     assert [(i["epoch"], i["micro"], i["keys"]) for _, i in one] == \
            [(i["epoch"], i["micro"], i["keys"]) for _, i in per_epoch[:30]]

@@ -128,7 +128,7 @@ def test_lesion_scale_sets_the_radius():
 
 @pytest.mark.parametrize("size", [64, 96])
 def test_largest_lesions_fit_small_images(size):
-    for seed in range(40):  # some of these seeds used to draw a lesion too deep for the fan (ValueError)
+    for seed in range(40):  # every seed's lesion, the largest scale included, fits in the fan
         s = generate_ultrasound(seed, size, lesion_scale=(0.12, 0.25), overlays=False)
         lesion = s.lesion_mask > 0
         assert lesion.any() and not (lesion & (s.sector_mask == 0)).any()

@@ -1,26 +1,12 @@
-"""Segmentation fine-tuning: wiring (config -> data split -> model -> training -> outputs) and its CLI.
-
-    # image/mask folder pairs (images/x.png + masks/x.png), seeded 80/20 hold-out
-    python launch/finetune.py --task segmentation --checkpoint runs/usfmae/model.safetensors \
-        --data data/seg --output runs/seg [--config configs/finetune_seg_tiny.yaml] [--set epochs=50]
-    # the same without the launcher
-    python -m usfmae.finetune.segmentation.run --checkpoint ... --data data/seg --output runs/seg
-    # BUS-BRA as distributed (BUSBRA/Images + BUSBRA/Masks), validating on official fold 1
-    python launch/finetune.py --task segmentation --checkpoint ... --data /data/BUSBRA --set fold=1 --output ...
-
-Writes config.yaml, metrics.json (best-epoch Dice and IoU: mean, std, pooled, per image; loading report;
-split sizes), history.json, masks/<stem>.png for the validation images and optionally best_model.pt.
-"""
+"""Segmentation fine-tuning wiring: config -> data split -> model -> training -> outputs (its command line is
+`usfmae finetune --task segmentation`, usfmae/commands/finetune.py)."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Callable
 
-from ...config import ConfigError, flag_overrides, load_config, save_resolved
 from ...eval.folds import seed_everything
 from .config import SegmentationConfig
 from ..labelled_folder import scan_labelled_folder
@@ -80,31 +66,3 @@ def run_segmentation(cfg: SegmentationConfig, log: Callable[[str], None] = print
         f"(pooled Dice {summary['dice_pooled']:.4f})")
     return summary
 
-
-def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", help="pretrained encoder weights (replaces `checkpoint`)")
-    ap.add_argument("--data", help="images/ + masks/ folder or BUS-BRA's BUSBRA/ (replaces `data`)")
-    ap.add_argument("--output", help="output folder (replaces output_dir)")
-    ap.add_argument("--config", help="YAML segmentation config: a path or a packaged name (finetune_seg_tiny)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override, e.g. --set epochs=50 (repeatable)")
-    return ap.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    """CLI entry: 0 done, 2 bad configuration."""
-    args = parse_args(argv)
-    sets = flag_overrides(args.overrides, {"checkpoint": args.checkpoint, "data": args.data, "output_dir": args.output})
-    try:
-        cfg = load_config(SegmentationConfig, args.config, sets)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    save_resolved(cfg, cfg.output_dir)
-    run_segmentation(cfg)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
