@@ -19,7 +19,6 @@ from usfmae.commands import build_shards  # the entry point, run in-process agai
 from usfmae.data import s3 as s3mod
 from usfmae.data.sources import resolve
 from usfmae.io import printable
-from usfmae.ports import free_port
 from usfmae.testing.s3proxy import moto_endpoint
 from usfmae.shards.build import run_local
 from usfmae.shards.config import BuildConfig, S3Config
